@@ -1,0 +1,251 @@
+"""Token-level distillation loss, evaluated in chunks of tokens so memory stays bounded.
+
+The loss of one batch is ``alpha * T^2 * sum D(p_T || q_S) + (1 - alpha) * sum CE`` over the valid target
+positions, returned as a *sum*: the trainer divides once by the number of target tokens in the whole
+(accumulated, multi-process) batch.
+
+Why a custom autograd function: with plain autograd, every chunk's float32 (tokens x vocab) temporaries
+stay alive until backward, so chunking would save nothing. Here each chunk computes its value and its
+gradient in closed form (see ``divergences.py``), keeps only the gradient it owes its inputs, and frees
+the rest. With a ``LogitSource`` that carries hidden states plus the ``lm_head`` weight, student logits
+are never formed for more than one chunk at a time: the "fused" form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .divergences import DivergenceParams, check_divergence, divergence_rows
+
+IGNORE_INDEX = -100
+# float32 elements per (chunk x vocab) temporary; ~32 MB each, a handful alive at once.
+DEFAULT_CHUNK_ELEMENTS = 1 << 23
+
+
+@dataclass(frozen=True)
+class KDLossSpec:
+    """What to compute: the divergence, its temperature, and the soft/hard weighting."""
+
+    divergence: str = "forward_kl"
+    temperature: float = 1.0
+    alpha: float = 0.5
+    beta: float = 0.5
+    skew: float = 0.1
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}.")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 or None (automatic), got {self.chunk_size}.")
+        check_divergence(self.divergence, self.params)
+
+    @property
+    def params(self) -> DivergenceParams:
+        return DivergenceParams(beta=self.beta, skew=self.skew)
+
+    def rows_per_chunk(self, vocab_size: int) -> int:
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return max(8, DEFAULT_CHUNK_ELEMENTS // max(vocab_size, 1))
+
+
+@dataclass
+class LogitSource:
+    """Next-token logits, either given directly or as hidden states to be projected by an ``lm_head``.
+
+    ``states`` is (tokens, vocab) when ``head_weight`` is None, else (tokens, hidden) and the logits of a
+    row are ``states @ head_weight.T + head_bias``. Only the chunk being evaluated is ever projected.
+    """
+
+    states: Tensor
+    head_weight: Tensor | None = None
+    head_bias: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.states.dim() != 2:
+            raise ValueError(f"LogitSource.states must be 2-D (tokens, features), got {tuple(self.states.shape)}.")
+        if self.head_weight is not None and self.head_weight.shape[1] != self.states.shape[1]:
+            raise ValueError(
+                f"lm_head weight {tuple(self.head_weight.shape)} does not match hidden size {self.states.shape[1]}."
+            )
+
+    @property
+    def vocab_size(self) -> int:
+        return self.states.shape[1] if self.head_weight is None else self.head_weight.shape[0]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.states.shape[0]
+
+
+@dataclass
+class KDLossTerms:
+    """A batch's distillation loss (differentiable) and detached statistics for logging.
+
+    ``loss`` already carries the alpha/T^2 weighting; the statistics are raw sums over valid tokens.
+    """
+
+    loss: Tensor
+    soft_sum: Tensor
+    hard_sum: Tensor
+    num_tokens: Tensor
+    top1_agree: Tensor
+    kl_sum: Tensor
+
+
+def causal_targets(labels: Tensor) -> Tensor:
+    """Targets aligned with each position's logits: position i predicts labels[i + 1]. Flattened."""
+    shifted = torch.full_like(labels, IGNORE_INDEX)
+    shifted[..., :-1] = labels[..., 1:]
+    return shifted.reshape(-1)
+
+
+def _project(source_states: Tensor, weight: Tensor | None, bias: Tensor | None, rows: Tensor, vocab: int) -> Tensor:
+    picked = source_states.index_select(0, rows)
+    if weight is None:
+        return picked[:, :vocab].float()
+    logits = picked @ weight[:vocab].t()
+    if bias is not None:
+        logits = logits + bias[:vocab]
+    return logits.float()
+
+
+class _ChunkedTokenKD(torch.autograd.Function):
+    """Chunked forward that also produces the input gradients; backward only rescales them."""
+
+    @staticmethod
+    def forward(ctx, s_states, s_weight, s_bias, t_states, t_weight, t_bias, targets, rows, spec: KDLossSpec, vocab):
+        need_states, need_weight, need_bias = ctx.needs_input_grad[:3]
+        need_any = need_states or need_weight or need_bias
+        temperature, alpha = spec.temperature, spec.alpha
+        device = s_states.device
+
+        grad_states = torch.zeros_like(s_states) if need_states else None
+        grad_weight = torch.zeros(s_weight.shape, dtype=torch.float32, device=device) if need_weight else None
+        grad_bias = torch.zeros(s_bias.shape, dtype=torch.float32, device=device) if need_bias else None
+
+        stats = torch.zeros(5, dtype=torch.float64, device=device)  # soft, hard, agree, kl, non-finite
+        step = spec.rows_per_chunk(vocab)
+        for start in range(0, rows.numel(), step):
+            chunk_rows = rows[start : start + step]
+            z = _project(s_states, s_weight, s_bias, chunk_rows, vocab)
+            with torch.no_grad():
+                tz = _project(t_states, t_weight, t_bias, chunk_rows, vocab)
+            stats[4] += (~torch.isfinite(tz)).sum()
+            chunk_targets = targets.index_select(0, chunk_rows)
+
+            soft = divergence_rows(
+                spec.divergence, z / temperature, tz / temperature, spec.params, need_any and alpha > 0
+            )
+            stats[0] += soft.values.sum()
+            if spec.divergence == "forward_kl":
+                stats[3] += soft.values.sum()
+            else:
+                kl = divergence_rows("forward_kl", z / temperature, tz / temperature, need_grad=False)
+                stats[3] += kl.values.sum()
+            stats[2] += (z.argmax(-1) == tz.argmax(-1)).sum()
+            del tz
+
+            log_q1 = z.log_softmax(-1)
+            picked = chunk_targets.unsqueeze(1)
+            stats[1] += -log_q1.gather(1, picked).sum()
+            if not need_any:
+                continue
+
+            grad_z = soft.grad_s.mul_(alpha * temperature) if soft.grad_s is not None else torch.zeros_like(z)
+            if alpha < 1.0:
+                ce_grad = log_q1.exp_()
+                ce_grad.scatter_add_(1, picked, torch.full_like(picked, -1.0, dtype=ce_grad.dtype))
+                grad_z.add_(ce_grad, alpha=1.0 - alpha)
+            del log_q1, soft
+
+            if s_weight is None:
+                if need_states:
+                    full_row = torch.zeros(chunk_rows.numel(), s_states.shape[1], dtype=s_states.dtype, device=device)
+                    full_row[:, :vocab] = grad_z.to(s_states.dtype)
+                    grad_states.index_copy_(0, chunk_rows, full_row)
+                continue
+            if need_states:
+                grad_h = grad_z.to(s_weight.dtype) @ s_weight[:vocab]
+                grad_states.index_copy_(0, chunk_rows, grad_h.to(s_states.dtype))
+            if need_weight:
+                picked_states = s_states.index_select(0, chunk_rows).float()
+                grad_weight[:vocab].addmm_(grad_z.t(), picked_states)
+            if need_bias:
+                grad_bias[:vocab] += grad_z.sum(0)
+
+        if stats[4] > 0:
+            raise ValueError(
+                f"Teacher logits contain {int(stats[4])} NaN/Inf values on target positions; "
+                "check the teacher's dtype (fp16 overflow) or the precomputed columns."
+            )
+        ctx.grads = (
+            grad_states,
+            None if grad_weight is None else grad_weight.to(s_weight.dtype),
+            None if grad_bias is None else grad_bias.to(s_bias.dtype),
+        )
+        loss = (alpha * temperature**2 * stats[0] + (1.0 - alpha) * stats[1]).float()
+        ctx.mark_non_differentiable(stats)
+        return loss, stats
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_stats):
+        scaled = tuple(None if g is None else g * grad_loss.to(g.dtype) for g in ctx.grads)
+        return (*scaled, None, None, None, None, None, None, None)
+
+
+def token_kd_loss(student: LogitSource, teacher: LogitSource, targets: Tensor, spec: KDLossSpec) -> KDLossTerms:
+    """Distillation loss summed over positions whose target is not -100.
+
+    ``targets`` is (tokens,) and already aligned with the rows of both sources (use ``causal_targets``).
+    If the two vocabularies differ only by padding rows, both sides are sliced to the shared range; the
+    caller is responsible for having checked that the tokenizers are the same.
+    """
+    if student.num_tokens != teacher.num_tokens or targets.numel() != student.num_tokens:
+        raise ValueError(
+            f"Student ({student.num_tokens}), teacher ({teacher.num_tokens}) and targets ({targets.numel()}) "
+            "must cover the same number of token positions."
+        )
+    vocab = min(student.vocab_size, teacher.vocab_size)
+    targets = targets.to(student.states.device)
+    rows = torch.nonzero(targets != IGNORE_INDEX).squeeze(1)
+    if rows.numel() and int(targets.index_select(0, rows).max()) >= vocab:
+        raise ValueError(f"A target token id is >= the shared vocabulary size {vocab}.")
+    loss, stats = _ChunkedTokenKD.apply(
+        student.states,
+        student.head_weight,
+        student.head_bias,
+        teacher.states.to(student.states.device),
+        teacher.head_weight,
+        teacher.head_bias,
+        targets,
+        rows,
+        spec,
+        vocab,
+    )
+    return KDLossTerms(
+        loss=loss,
+        soft_sum=stats[0].float(),
+        hard_sum=stats[1].float(),
+        num_tokens=torch.tensor(rows.numel(), device=loss.device),
+        top1_agree=stats[2].float(),
+        kl_sum=stats[3].float(),
+    )
+
+
+def token_kd_loss_from_logits(
+    student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, spec: KDLossSpec
+) -> KDLossTerms:
+    """Convenience form for (batch, seq, vocab) causal-LM logits and unshifted (batch, seq) labels."""
+    return token_kd_loss(
+        LogitSource(student_logits.reshape(-1, student_logits.shape[-1])),
+        LogitSource(teacher_logits.reshape(-1, teacher_logits.shape[-1])),
+        causal_targets(labels),
+        spec,
+    )

@@ -1,0 +1,129 @@
+"""A frozen teacher model: loading (bf16/fp16/NF4), freezing, and checking it against the student."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+class TeacherLoadError(OSError):
+    """The teacher (or its tokenizer) could not be loaded; the message says how to point to a local copy."""
+
+
+def _resolve_dtype(name: str | None) -> Any:
+    if name in (None, "auto"):
+        return "auto"
+    if name not in _DTYPES:
+        raise ValueError(f"Unknown teacher dtype {name!r}; use one of auto, {', '.join(_DTYPES)}.")
+    return _DTYPES[name]
+
+
+def teacher_load_kwargs(
+    init_kwargs: dict[str, Any] | None, dtype: str | None = "auto", load_in_4bit: bool = False
+) -> dict[str, Any]:
+    """`from_pretrained` keyword arguments for a teacher, with NF4 quantization when asked for."""
+    kwargs = dict(init_kwargs or {})
+    resolved = _resolve_dtype(dtype)
+    kwargs.setdefault("dtype", resolved)
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        compute_dtype = resolved if isinstance(resolved, torch.dtype) else torch.bfloat16
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    return kwargs
+
+
+def load_teacher(name_or_path: str, **kwargs: Any) -> nn.Module:
+    """Load a causal LM teacher; a missing model gets an error naming it and the way to use a local copy."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except OSError as err:
+        raise TeacherLoadError(
+            f"Could not load the model {name_or_path!r}: {err}\n"
+            "If the Hugging Face Hub is unreachable, download the model once elsewhere (e.g. "
+            f"`hf download {name_or_path} --local-dir /path/to/model`) and pass that directory instead, "
+            "or set HF_HUB_OFFLINE=1 with the model already in the local Hub cache."
+        ) from err
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and no gradients: the teacher must never change or hold optimizer state."""
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def _vocab(tokenizer: Any) -> dict[str, int]:
+    return tokenizer.get_vocab()
+
+
+def describe_tokenizer_difference(student_tok: Any, teacher_tok: Any) -> str | None:
+    """None when the two tokenizers map the same strings to the same ids, else a short description."""
+    student_vocab, teacher_vocab = _vocab(student_tok), _vocab(teacher_tok)
+    if student_vocab == teacher_vocab:
+        return None
+    only_student = sorted(set(student_vocab) - set(teacher_vocab))[:5]
+    only_teacher = sorted(set(teacher_vocab) - set(student_vocab))[:5]
+    moved = [tok for tok in student_vocab if tok in teacher_vocab and student_vocab[tok] != teacher_vocab[tok]][:5]
+    parts = [f"student tokenizer has {len(student_vocab)} entries, teacher tokenizer {len(teacher_vocab)}"]
+    if only_student:
+        parts.append(f"only in student: {only_student}")
+    if only_teacher:
+        parts.append(f"only in teacher: {only_teacher}")
+    if moved:
+        parts.append(f"same string, different id: {moved}")
+    return "; ".join(parts)
+
+
+def check_same_vocabulary(
+    student_vocab_size: int,
+    teacher_vocab_size: int,
+    student_tokenizer: Any | None = None,
+    teacher_tokenizer: Any | None = None,
+) -> int:
+    """Return the shared vocabulary size, or raise if logit-level KD between the two is impossible.
+
+    Embedding matrices padded to different sizes (e.g. 151,936 vs 152,064) are fine as long as every real
+    token id fits in both; the loss then compares the shared range.
+    """
+    hint = (
+        " Logit distillation needs one tokenizer for both models; for different tokenizers pass "
+        "`teacher_processing_class` and set `cross_tokenizer=True` (tokenizer-agnostic loss), or use "
+        "sequence-level KD (SeqKDTrainer)."
+    )
+    if student_tokenizer is not None and teacher_tokenizer is not None:
+        difference = describe_tokenizer_difference(student_tokenizer, teacher_tokenizer)
+        if difference is not None:
+            raise ValueError(f"Teacher and student tokenizers differ: {difference}.{hint}")
+    shared = min(student_vocab_size, teacher_vocab_size)
+    if student_vocab_size != teacher_vocab_size:
+        needed = len(student_tokenizer) if student_tokenizer is not None else None
+        if needed is None or needed > shared:
+            raise ValueError(
+                f"Teacher vocab_size {teacher_vocab_size} differs from the student's {student_vocab_size}"
+                + (f" and the tokenizer has {needed} tokens" if needed is not None else "")
+                + "; cannot tell whether this is only embedding padding."
+                + hint
+            )
+        logger.info(
+            "Teacher and student embeddings are padded differently (%d vs %d); comparing the shared %d ids.",
+            teacher_vocab_size,
+            student_vocab_size,
+            shared,
+        )
+    return shared

@@ -1,0 +1,106 @@
+"""Configuration of `KDTrainer`: TRL's `SFTConfig` plus the distillation fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import SFTConfig
+
+from ..losses.divergences import DIVERGENCES
+from ..losses.token_kd import KDLossSpec
+
+
+@dataclass
+class KDConfig(SFTConfig):
+    r"""
+    Configuration for [`KDTrainer`]. Everything [`trl.SFTConfig`] (and so `transformers.TrainingArguments`)
+    accepts works unchanged; the fields below add knowledge distillation.
+
+    Parameters:
+        > Distillation loss
+
+        temperature (`float`, defaults to `1.0`):
+            Divides teacher and student logits before the softmax; the soft term is multiplied by `T^2` so its
+            gradient scale does not depend on `T`. Must be > 0.
+        alpha (`float`, defaults to `0.5`):
+            Weight of the soft (teacher) term; `1 - alpha` weights the cross-entropy on the labels. In [0, 1].
+        divergence (`str`, defaults to `"forward_kl"`):
+            One of `forward_kl` (KL(teacher||student)), `reverse_kl`, `jsd` (generalized, see `jsd_beta`), `tvd`,
+            `skew_forward_kl`, `skew_reverse_kl` (see `skew_lambda`), `mse` (between probabilities) and
+            `cosine` (between logits).
+        jsd_beta (`float`, defaults to `0.5`):
+            Generalized JSD interpolation: 0 is forward KL, 1 reverse KL, 0.5 the symmetric JSD.
+        skew_lambda (`float`, defaults to `0.1`):
+            Mixing weight of the skew KL variants, in [0, 1).
+        loss_chunk_size (`int`, *optional*):
+            Token positions evaluated at once by the loss. Default: chosen from the vocabulary size so that each
+            float32 (chunk x vocab) temporary stays near 32 MB.
+        fused_lm_head (`bool`, *optional*):
+            Compute the loss from hidden states and the `lm_head` weight so full logits are never built. Default:
+            on, except under DeepSpeed ZeRO-3 and FSDP (whose sharded `lm_head` is only whole inside the module's
+            own forward) and for models that post-process logits (soft-capping, logit scaling).
+
+        > Teacher
+
+        teacher_model_name_or_path (`str`, *optional*):
+            Teacher to load when `KDTrainer` gets no `teacher_model` object (a Hub id or a local directory).
+        teacher_model_init_kwargs (`dict`, *optional*):
+            Keyword arguments for the teacher's `AutoModelForCausalLM.from_pretrained`.
+        teacher_dtype (`str`, *optional*, defaults to `"auto"`):
+            Dtype the teacher is loaded in: `auto`, `bfloat16`, `float16` or `float32`.
+        teacher_load_in_4bit (`bool`, defaults to `False`):
+            Load the teacher quantized to NF4 with bitsandbytes (double quantization, compute in `teacher_dtype`
+            or bf16). Roughly quarters the teacher's weight memory.
+        teacher_micro_batch_size (`int`, *optional*):
+            Run the teacher over the batch in slices of this many sequences to cap its activation memory.
+        check_teacher_context (`bool`, defaults to `True`):
+            Refuse batches longer than the teacher's `max_position_embeddings` instead of silently degrading.
+    """
+
+    _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]
+
+    temperature: float = field(default=1.0, metadata={"help": "Softmax temperature for teacher and student (> 0)."})
+    alpha: float = field(default=0.5, metadata={"help": "Weight of the soft term; 1 - alpha weights the CE term."})
+    divergence: str = field(
+        default="forward_kl", metadata={"help": "Divergence of the soft term.", "choices": list(DIVERGENCES)}
+    )
+    jsd_beta: float = field(default=0.5, metadata={"help": "Generalized JSD beta (0 forward KL, 1 reverse KL)."})
+    skew_lambda: float = field(default=0.1, metadata={"help": "Mixing weight of the skew KL divergences."})
+    loss_chunk_size: int | None = field(default=None, metadata={"help": "Token positions per loss chunk."})
+    fused_lm_head: bool | None = field(
+        default=None, metadata={"help": "Loss from hidden states + lm_head weight (default: automatic)."}
+    )
+    teacher_model_name_or_path: str | None = field(default=None, metadata={"help": "Teacher Hub id or local path."})
+    teacher_model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Keyword arguments for the teacher's from_pretrained."}
+    )
+    teacher_dtype: str = field(
+        default="auto",
+        metadata={"help": "Teacher dtype.", "choices": ["auto", "bfloat16", "float16", "float32"]},
+    )
+    teacher_load_in_4bit: bool = field(default=False, metadata={"help": "Load the teacher in NF4 (bitsandbytes)."})
+    teacher_micro_batch_size: int | None = field(
+        default=None, metadata={"help": "Sequences per teacher forward (default: the whole batch)."}
+    )
+    check_teacher_context: bool = field(
+        default=True, metadata={"help": "Error on sequences longer than the teacher's context."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Validation lives in KDLossSpec so the loss functions and the config can never disagree.
+        self.loss_spec()
+        if self.teacher_micro_batch_size is not None and self.teacher_micro_batch_size < 1:
+            raise ValueError(f"teacher_micro_batch_size must be >= 1, got {self.teacher_micro_batch_size}.")
+
+    def loss_spec(self) -> KDLossSpec:
+        """The loss settings of this config, validated."""
+        return KDLossSpec(
+            divergence=self.divergence,
+            temperature=self.temperature,
+            alpha=self.alpha,
+            beta=self.jsd_beta,
+            skew=self.skew_lambda,
+            chunk_size=self.loss_chunk_size,
+        )

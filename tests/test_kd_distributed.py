@@ -1,0 +1,42 @@
+"""Two CPU processes (gloo) must take the same step as one process on the same global batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+SCRIPT = Path(__file__).parent / "scripts" / "kd_one_step.py"
+
+
+def _run(tmp_path: Path, processes: int, per_device_batch: int) -> dict:
+    out = tmp_path / f"p{processes}" / "result.pt"
+    out.parent.mkdir(parents=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = [str(SCRIPT), str(out), str(per_device_batch)]
+    if processes == 1:
+        cmd = [sys.executable, *script]
+    else:
+        # `--multi_gpu` selects the torchrun launcher; with `use_cpu=True` the processes form a gloo group.
+        port = str(29600 + os.getpid() % 300)
+        cmd = [
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
+            "--num_processes", str(processes), "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", port, *script,
+        ]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return torch.load(out)
+
+
+def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
+    single = _run(tmp_path, processes=1, per_device_batch=8)
+    double = _run(tmp_path, processes=2, per_device_batch=4)
+    assert (single["world"], double["world"]) == (1, 2)
+    assert abs(single["loss"] - double["loss"]) < 1e-4 * abs(single["loss"])
+    assert any(d.abs().max() > 1e-4 for d in single["delta"].values())
+    for name, delta in single["delta"].items():
+        torch.testing.assert_close(double["delta"][name], delta, rtol=1e-4, atol=1e-6, msg=name)

@@ -138,32 +138,32 @@ class _ChunkedTokenKD(torch.autograd.Function):
             with torch.no_grad():
                 tz = _project(t_states, t_weight, t_bias, chunk_rows, vocab)
             stats[4] += (~torch.isfinite(tz)).sum()
-            chunk_targets = targets.index_select(0, chunk_rows)
+            chunk_targets = targets.index_select(0, chunk_rows).unsqueeze(1)
+            stats[2] += (z.argmax(-1) == tz.argmax(-1)).sum()
 
-            soft = divergence_rows(
-                spec.divergence, z / temperature, tz / temperature, spec.params, need_any and alpha > 0
-            )
+            # Hard term at T = 1, before z is rescaled in place.
+            log_q1 = z.log_softmax(-1)
+            stats[1] += -log_q1.gather(1, chunk_targets).sum()
+            if temperature != 1.0:
+                z.div_(temperature)
+                tz.div_(temperature)
+            soft = divergence_rows(spec.divergence, z, tz, spec.params, need_any and alpha > 0)
             stats[0] += soft.values.sum()
             if spec.divergence == "forward_kl":
                 stats[3] += soft.values.sum()
             else:
-                kl = divergence_rows("forward_kl", z / temperature, tz / temperature, need_grad=False)
-                stats[3] += kl.values.sum()
-            stats[2] += (z.argmax(-1) == tz.argmax(-1)).sum()
+                stats[3] += divergence_rows("forward_kl", z, tz, need_grad=False).values.sum()
             del tz
-
-            log_q1 = z.log_softmax(-1)
-            picked = chunk_targets.unsqueeze(1)
-            stats[1] += -log_q1.gather(1, picked).sum()
             if not need_any:
                 continue
 
             grad_z = soft.grad_s.mul_(alpha * temperature) if soft.grad_s is not None else torch.zeros_like(z)
+            del soft, z
             if alpha < 1.0:
                 ce_grad = log_q1.exp_()
-                ce_grad.scatter_add_(1, picked, torch.full_like(picked, -1.0, dtype=ce_grad.dtype))
+                ce_grad.scatter_add_(1, chunk_targets, torch.full_like(chunk_targets, -1.0, dtype=ce_grad.dtype))
                 grad_z.add_(ce_grad, alpha=1.0 - alpha)
-            del log_q1, soft
+            del log_q1
 
             if s_weight is None:
                 if need_states:
@@ -196,7 +196,10 @@ class _ChunkedTokenKD(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_stats):
-        scaled = tuple(None if g is None else g * grad_loss.to(g.dtype) for g in ctx.grads)
+        # Scaled in place: the stored gradients are used exactly once, and a copy of a (vocab x hidden)
+        # weight gradient would be the largest allocation of the whole loss.
+        scaled = tuple(None if g is None else g.mul_(grad_loss.to(g.dtype)) for g in ctx.grads)
+        ctx.grads = None
         return (*scaled, None, None, None, None, None, None, None)
 
 

@@ -1,0 +1,265 @@
+"""Distillation between models with different vocabularies, over aligned groups of tokens.
+
+Two terms, both sums over aligned groups (see ``hf_distill.crosstok``) and scaled by ``T^2`` like
+the same-vocabulary soft term:
+
+* **ULD** (Universal Logit Distillation): token identities do not match across vocabularies, but
+  the *shapes* of the next-token distributions can be compared: sort each side's probabilities in
+  descending order, pad the smaller vocabulary with zeros, and take the L1 distance (optionally
+  over the top-k ranks only). Each side's realized first token carries the probability of the whole
+  group (chain product of its tokens' conditionals), because that is the probability of the same
+  text event on both sides even when the groups have different numbers of tokens.
+* **Exact match**: for token pairs with identical text in both vocabularies, a KL(teacher||student)
+  over the categories "each shared token" plus one bucket "any other token", which keeps both
+  sides proper distributions without pretending unshared tokens correspond.
+
+Memory: groups are processed in chunks, and each chunk computes its gradient in closed form and
+frees its (chunk x vocab) temporaries, so autograd never holds float32 copies of the whole batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..crosstok.batch import CrossTokenAlignment, TokenChain
+
+# float32 elements per (chunk x vocab) temporary.
+DEFAULT_CHUNK_ELEMENTS = 1 << 23
+
+
+@dataclass(frozen=True)
+class CrossVocabLossSpec:
+    """Weights and settings of the cross-vocabulary soft term."""
+
+    temperature: float = 1.0
+    uld_weight: float = 1.0
+    exact_weight: float = 0.0
+    top_k: int | None = None
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        if self.uld_weight < 0 or self.exact_weight < 0 or self.uld_weight + self.exact_weight == 0:
+            raise ValueError(
+                f"uld_weight and exact_weight must be >= 0 and not both 0, got {self.uld_weight}, {self.exact_weight}."
+            )
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None (all ranks), got {self.top_k}.")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 or None (automatic), got {self.chunk_size}.")
+
+    def rows_per_chunk(self, vocab_size: int) -> int:
+        if self.chunk_size is not None:
+            return self.chunk_size
+        return max(8, DEFAULT_CHUNK_ELEMENTS // max(vocab_size, 1))
+
+
+@dataclass
+class CrossVocabLossTerms:
+    """``loss`` = T^2 * (uld_weight * uld_sum + exact_weight * exact_sum); sums are detached, for logging."""
+
+    loss: Tensor
+    uld_sum: Tensor
+    exact_sum: Tensor
+    num_groups: int
+
+
+def cross_vocab_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    alignment: CrossTokenAlignment,
+    spec: CrossVocabLossSpec,
+    shared_pairs: tuple[Tensor, Tensor] | None = None,
+) -> CrossVocabLossTerms:
+    """Cross-vocabulary soft loss summed over the aligned groups of a batch.
+
+    ``student_logits`` (Ns, Vs) and ``teacher_logits`` (Nt, Vt) are flattened rows indexed by
+    ``alignment``; ``shared_pairs`` = (student_ids, teacher_ids) of identical-text tokens is required
+    when ``spec.exact_weight > 0``. Only the student receives gradients.
+    """
+    _check_inputs(student_logits, teacher_logits, alignment, spec, shared_pairs)
+    device = student_logits.device
+    alignment = alignment.to(device)
+    teacher_logits = teacher_logits.detach().to(device)
+    if shared_pairs is not None:
+        shared_pairs = (shared_pairs[0].to(device), shared_pairs[1].to(device))
+    loss, sums = _CrossVocabLoss.apply(student_logits, teacher_logits, alignment, spec, shared_pairs)
+    return CrossVocabLossTerms(loss=loss, uld_sum=sums[0], exact_sum=sums[1], num_groups=alignment.num_groups)
+
+
+def _check_inputs(student_logits, teacher_logits, alignment, spec, shared_pairs) -> None:
+    for name, logits in (("student", student_logits), ("teacher", teacher_logits)):
+        if logits.dim() != 2:
+            raise ValueError(f"{name}_logits must be 2-D (rows, vocab), got shape {tuple(logits.shape)}.")
+    checks = (
+        ("student row", alignment.student_row, student_logits.shape[0]),
+        ("teacher row", alignment.teacher_row, teacher_logits.shape[0]),
+        ("student chain row", alignment.student_chain.row, student_logits.shape[0]),
+        ("teacher chain row", alignment.teacher_chain.row, teacher_logits.shape[0]),
+        ("student token id", alignment.student_first_token, student_logits.shape[1]),
+        ("teacher token id", alignment.teacher_first_token, teacher_logits.shape[1]),
+        ("student chain token id", alignment.student_chain.token, student_logits.shape[1]),
+        ("teacher chain token id", alignment.teacher_chain.token, teacher_logits.shape[1]),
+    )
+    for name, index, size in checks:
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= size):
+            raise ValueError(f"A {name} is outside [0, {size}); the alignment does not match these logits.")
+    if spec.exact_weight > 0:
+        if shared_pairs is None:
+            raise ValueError("exact_weight > 0 needs shared_pairs (see hf_distill.crosstok.shared_vocab_pairs).")
+        s_ids, t_ids = shared_pairs
+        if s_ids.shape != t_ids.shape or s_ids.dim() != 1 or s_ids.numel() == 0:
+            raise ValueError("shared_pairs must be two non-empty 1-D tensors of equal length.")
+        if int(s_ids.max()) >= student_logits.shape[1] or int(t_ids.max()) >= teacher_logits.shape[1]:
+            raise ValueError("shared_pairs hold token ids beyond the logits' vocabulary sizes.")
+        if s_ids.unique().numel() != s_ids.numel() or t_ids.unique().numel() != t_ids.numel():
+            raise ValueError("shared_pairs must pair each token id at most once on each side.")
+
+
+def _chain_log_probs(logits: Tensor, chain: TokenChain, num_groups: int, temperature: float, step: int) -> Tensor:
+    """Per group, the summed log-probabilities of its continuation tokens (0 for one-token groups)."""
+    total = torch.zeros(num_groups, dtype=torch.float32, device=logits.device)
+    for start in range(0, chain.row.numel(), step):
+        rows = chain.row[start : start + step]
+        z = logits.index_select(0, rows).float() / temperature
+        picked = z.gather(1, chain.token[start : start + step, None]).squeeze(1) - z.logsumexp(-1)
+        total.index_add_(0, chain.group[start : start + step], picked)
+    return total
+
+
+def _merged_probs(z: Tensor, first: Tensor, continuation: Tensor) -> tuple[Tensor, Tensor]:
+    """Probabilities with the realized first token's entry replaced by the whole group's probability."""
+    log_q = z.log_softmax(-1)
+    merged = log_q.exp()
+    merged.scatter_(1, first[:, None], (log_q.gather(1, first[:, None]).squeeze(1) + continuation).exp()[:, None])
+    return merged, log_q
+
+
+def _ranked(probs: Tensor, top_k: int | None) -> tuple[Tensor, Tensor]:
+    if top_k is None or top_k >= probs.shape[1]:
+        return probs.sort(dim=-1, descending=True)
+    return probs.topk(top_k, dim=-1)
+
+
+def _uld_rows(student_merged: Tensor, teacher_merged: Tensor, top_k: int | None) -> tuple[Tensor, Tensor]:
+    """Per-row L1 between rank-sorted vectors (zero-padded) and its gradient w.r.t. the student entries."""
+    s_sorted, s_index = _ranked(student_merged, top_k)
+    t_sorted, _ = _ranked(teacher_merged, top_k)
+    shared_ranks = min(s_sorted.shape[1], t_sorted.shape[1])
+    diff = s_sorted[:, :shared_ranks] - t_sorted[:, :shared_ranks]
+    values = diff.abs().sum(-1) + s_sorted[:, shared_ranks:].sum(-1) + t_sorted[:, shared_ranks:].sum(-1)
+    rank_grad = torch.ones_like(s_sorted)  # ranks the teacher lacks compare with 0: d|p - 0|/dp = 1
+    rank_grad[:, :shared_ranks] = diff.sign()
+    grad = torch.zeros_like(student_merged).scatter_(1, s_index, rank_grad)
+    return values, grad
+
+
+def _exact_rows(
+    log_q: Tensor, teacher_log_q: Tensor, pairs: tuple[Tensor, Tensor], student_shared_mask: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Per-row bucketed KL(teacher||student) and its gradient w.r.t. the student's tempered logits."""
+    s_ids, t_ids = pairs
+    s_shared, t_shared = log_q[:, s_ids], teacher_log_q[:, t_ids]
+    s_rest = _log1m_sum_exp(s_shared)
+    t_rest = _log1m_sum_exp(t_shared)
+    t_p_shared, t_p_rest = t_shared.exp(), t_rest.exp()
+    values = (t_p_shared * (t_shared - s_shared)).sum(-1) + torch.where(
+        t_p_rest > 0, t_p_rest * (t_rest - s_rest), torch.zeros_like(t_p_rest)
+    )
+    # d/dz_i = q_i * (1 - P_t(bucket of i) / P_s(bucket of i)): q_i - t_i for shared tokens.
+    q = log_q.exp()
+    ratio_rest = torch.where(s_rest > -torch.inf, (t_rest - s_rest).exp(), torch.zeros_like(s_rest))
+    grad = q * (1.0 - ratio_rest[:, None])
+    grad = torch.where(student_shared_mask, torch.zeros_like(grad), grad)
+    grad[:, s_ids] = q[:, s_ids] - t_p_shared
+    return values, grad
+
+
+def _log1m_sum_exp(log_p: Tensor) -> Tensor:
+    """log(1 - sum exp(log_p)) per row, -inf when the entries hold all the mass."""
+    total = log_p.logsumexp(-1).clamp(max=0.0)
+    return torch.log(-torch.expm1(total))
+
+
+class _CrossVocabLoss(torch.autograd.Function):
+    """Chunked forward that also produces the student-logit gradient; backward only rescales it."""
+
+    @staticmethod
+    def forward(ctx, student_logits, teacher_logits, alignment: CrossTokenAlignment, spec, shared_pairs):
+        temperature = spec.temperature
+        num_groups = alignment.num_groups
+        need_grad = ctx.needs_input_grad[0]
+        vocab = max(student_logits.shape[1], teacher_logits.shape[1])
+        step = spec.rows_per_chunk(vocab)
+        device = student_logits.device
+
+        s_cont = _chain_log_probs(student_logits.detach(), alignment.student_chain, num_groups, temperature, step)
+        t_cont = _chain_log_probs(teacher_logits, alignment.teacher_chain, num_groups, temperature, step)
+        if not torch.isfinite(t_cont).all():
+            raise ValueError("Teacher logits contain NaN/Inf on aligned positions; check the teacher's dtype.")
+
+        grad = torch.zeros(student_logits.shape, dtype=torch.float32, device=device) if need_grad else None
+        cont_coeff = torch.zeros(num_groups, dtype=torch.float32, device=device)
+        shared_mask = None
+        if spec.exact_weight > 0:
+            shared_mask = torch.zeros(student_logits.shape[1], dtype=torch.bool, device=device)
+            shared_mask[shared_pairs[0]] = True
+        sums = torch.zeros(2, dtype=torch.float64, device=device)
+        with torch.no_grad():
+            for start in range(0, num_groups, step):
+                chunk = slice(start, start + step)
+                s_rows, t_rows = alignment.student_row[chunk], alignment.teacher_row[chunk]
+                s_first, t_first = alignment.student_first_token[chunk], alignment.teacher_first_token[chunk]
+                tz = teacher_logits.index_select(0, t_rows).float() / temperature
+                if not torch.isfinite(tz).all():
+                    raise ValueError("Teacher logits contain NaN/Inf on aligned positions; check the teacher's dtype.")
+                z = student_logits.index_select(0, s_rows).float() / temperature
+                s_merged, log_q = _merged_probs(z, s_first, s_cont[chunk])
+                t_merged, t_log_q = _merged_probs(tz, t_first, t_cont[chunk])
+                del tz
+                grad_z = torch.zeros_like(z)
+                if spec.uld_weight > 0:
+                    values, grad_m = _uld_rows(s_merged, t_merged, spec.top_k)
+                    sums[0] += values.sum()
+                    # m_j = q_j except m_f = q_f * exp(cont): dL/dz = w - q * sum(w) with w = g * m.
+                    weighted = grad_m.mul_(s_merged)
+                    grad_z.add_(weighted - log_q.exp() * weighted.sum(-1, keepdim=True), alpha=spec.uld_weight)
+                    cont_coeff[chunk] = spec.uld_weight * weighted.gather(1, s_first[:, None]).squeeze(1)
+                    del weighted, grad_m
+                del s_merged, t_merged
+                if spec.exact_weight > 0:
+                    values, grad_exact = _exact_rows(log_q, t_log_q, shared_pairs, shared_mask)
+                    sums[1] += values.sum()
+                    grad_z.add_(grad_exact, alpha=spec.exact_weight)
+                    del grad_exact
+                del log_q, t_log_q
+                if need_grad:
+                    # Tempered logits are z / T and the loss carries T^2: net factor T on the gradient.
+                    grad.index_add_(0, s_rows, grad_z.mul_(temperature))
+            if need_grad and spec.uld_weight > 0:
+                _add_chain_grad(grad, student_logits, alignment.student_chain, cont_coeff, temperature, step)
+
+        ctx.grad = None if grad is None else grad.to(student_logits.dtype)
+        loss = (temperature**2 * (spec.uld_weight * sums[0] + spec.exact_weight * sums[1])).float()
+        ctx.mark_non_differentiable(sums)
+        return loss, sums.float()
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_sums):
+        grad = None if ctx.grad is None else ctx.grad * grad_loss.to(ctx.grad.dtype)
+        return grad, None, None, None, None
+
+
+def _add_chain_grad(grad, logits, chain: TokenChain, coeff: Tensor, temperature: float, step: int) -> None:
+    """Continuation rows enter the loss through log p(token): gradient coeff * (onehot - q), times T."""
+    for start in range(0, chain.row.numel(), step):
+        rows = chain.row[start : start + step]
+        q = (logits.index_select(0, rows).float() / temperature).softmax(-1)
+        c = coeff.index_select(0, chain.group[start : start + step])[:, None]
+        row_grad = -c * q
+        row_grad.scatter_add_(1, chain.token[start : start + step, None], c)
+        grad.index_add_(0, rows, row_grad.mul_(temperature))

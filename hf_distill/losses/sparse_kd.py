@@ -1,0 +1,300 @@
+"""Forward-KL distillation from a *sparse* teacher signal: precomputed top-k tokens or sampled tokens.
+
+Both modes give, for every target position, a set of teacher token ids with weights ``w`` and are scored
+against the student's *full* softmax ``q`` (temperature T), so the student's normaliser is never
+truncated:
+
+* **top-k (tail bucket).** ``w_i = p_i`` are the teacher probabilities of its k most likely tokens and
+  ``r = 1 - sum_i p_i`` is the remaining "tail" mass. The teacher and student distributions are both
+  coarsened to k + 1 outcomes (the k tokens plus one bucket holding every other token) and the loss is
+  the exact KL between the coarsened distributions::
+
+      KL_k = sum_i p_i (log p_i - log q_i) + r (log r - log q_tail),   q_tail = 1 - sum_i q_i
+
+  With k = vocabulary size the bucket is empty (r = 0) and this *is* the dense forward KL. For k < V it
+  is a lower bound of the dense KL (coarsening never increases a KL). The tail is credited to the student
+  in proportion to its own probabilities, so its gradient is exact for this objective: ``W q - t`` with
+  ``t_j = p_j`` on the k tokens and ``t_j = r q_j / q_tail`` elsewhere (``W`` = sum of stored mass).
+
+* **sampled (Random-Sampling KD, Anshumann et al. 2025).** N tokens are drawn from the teacher
+  distribution and stored as distinct ids with counts; ``w_i = count_i / N``. Since E[w_i] = p_i,
+  ``-sum_i w_i log q_i`` is an unbiased estimate of the cross-entropy ``-sum_v p_v log q_v`` and its
+  gradient ``q - w`` of the dense gradient ``q - p``. Subtracting the teacher entropy stored at capture
+  time turns it into an unbiased estimate of the KL.
+
+Temperature: the teacher signal is captured at one temperature and cannot be re-tempered without the
+full logits, so the loss temperature must equal the capture temperature (else a ``ValueError``).
+
+Like ``token_kd.py``: sums over valid causal positions, float32 chunks over tokens, and gradients formed
+in closed form chunk by chunk so no (tokens x vocab) float32 tensor outlives its chunk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .token_kd import IGNORE_INDEX, KDLossSpec, KDLossTerms, LogitSource, _project, causal_targets
+
+SPARSE_MODES: tuple[str, ...] = ("topk", "sampled")
+
+
+@dataclass
+class SparseTeacherSignal:
+    """A teacher's next-token signal on token positions (rows aligned with the student's logit rows).
+
+    ``ids``/``weights`` are (tokens, m); ``weights`` are teacher probabilities (top-k) or normalised
+    sample counts (sampled). ``tail_mass`` (tokens,) is the top-k remainder, None in sampled mode.
+    ``entropy`` (tokens,) is the teacher entropy the KL statistic subtracts; ``temperature`` is the
+    capture temperature.
+    """
+
+    ids: Tensor
+    weights: Tensor
+    tail_mass: Tensor | None
+    entropy: Tensor
+    temperature: float
+
+    @property
+    def num_tokens(self) -> int:
+        return self.ids.shape[0]
+
+    def select(self, rows: Tensor) -> SparseTeacherSignal:
+        """The signal restricted to the given rows."""
+        return SparseTeacherSignal(
+            ids=self.ids.index_select(0, rows),
+            weights=self.weights.index_select(0, rows),
+            tail_mass=None if self.tail_mass is None else self.tail_mass.index_select(0, rows),
+            entropy=self.entropy.index_select(0, rows),
+            temperature=self.temperature,
+        )
+
+
+def topk_signal(ids: Tensor, logprobs: Tensor, tail_mass: Tensor, temperature: float) -> SparseTeacherSignal:
+    """Top-k signal from stored ids, log-probabilities and tail mass (any leading shape, flattened)."""
+    k = ids.shape[-1]
+    if logprobs.shape != ids.shape or tail_mass.shape != ids.shape[:-1]:
+        raise ValueError(
+            f"top-k columns disagree in shape: ids {tuple(ids.shape)}, logprobs {tuple(logprobs.shape)}, "
+            f"tail_mass {tuple(tail_mass.shape)} (expected tail_mass {tuple(ids.shape[:-1])})."
+        )
+    log_p = logprobs.reshape(-1, k).float()
+    p = log_p.exp()
+    r = tail_mass.reshape(-1).float()
+    # Entropy of the coarsened (k tokens + tail bucket) teacher distribution, so KL_k = CE_k - H_k.
+    entropy = -(p * log_p).sum(-1) - torch.xlogy(r, r)
+    return SparseTeacherSignal(ids.reshape(-1, k).long(), p, r, entropy, float(temperature))
+
+
+def sampled_signal(ids: Tensor, counts: Tensor, entropy: Tensor, temperature: float) -> SparseTeacherSignal:
+    """Sampled signal from stored distinct ids, their counts (0 = padding slot) and teacher entropy."""
+    m = ids.shape[-1]
+    if counts.shape != ids.shape or entropy.shape != ids.shape[:-1]:
+        raise ValueError(
+            f"sampled columns disagree in shape: ids {tuple(ids.shape)}, counts {tuple(counts.shape)}, "
+            f"entropy {tuple(entropy.shape)} (expected entropy {tuple(ids.shape[:-1])})."
+        )
+    c = counts.reshape(-1, m).float()
+    total = c.sum(-1, keepdim=True)
+    weights = c / total.clamp_min(1.0)
+    flat_entropy = entropy.reshape(-1).float()
+    return SparseTeacherSignal(ids.reshape(-1, m).long(), weights, None, flat_entropy, float(temperature))
+
+
+def check_temperature(spec: KDLossSpec, capture_temperature: float) -> None:
+    """Refuse a loss temperature that differs from the one the teacher signal was captured at."""
+    if not math.isclose(spec.temperature, capture_temperature, rel_tol=1e-6, abs_tol=0.0):
+        raise ValueError(
+            f"The teacher signal was captured at temperature {capture_temperature} but the loss uses "
+            f"temperature {spec.temperature}. Precomputed probabilities cannot be re-tempered without the "
+            f"full logits: set the KD temperature to {capture_temperature} or rerun precompute with "
+            f"temperature={spec.temperature}."
+        )
+
+
+class _ChunkedSparseKD(torch.autograd.Function):
+    """Chunked forward that also forms the gradient w.r.t. the student; backward only rescales it."""
+
+    @staticmethod
+    def forward(ctx, s_states, s_weight, s_bias, signal: SparseTeacherSignal, targets, rows, spec, vocab):
+        need_states, need_weight, need_bias = ctx.needs_input_grad[:3]
+        need_any = need_states or need_weight or need_bias
+        temperature, alpha = spec.temperature, spec.alpha
+        device = s_states.device
+        grad_states = torch.zeros_like(s_states) if need_states else None
+        grad_weight = torch.zeros(s_weight.shape, dtype=torch.float32, device=device) if need_weight else None
+        grad_bias = torch.zeros(s_bias.shape, dtype=torch.float32, device=device) if need_bias else None
+
+        stats = torch.zeros(4, dtype=torch.float64, device=device)  # soft (= KL), hard, agree, kl
+        step = spec.rows_per_chunk(vocab)
+        for start in range(0, rows.numel(), step):
+            chunk_rows = rows[start : start + step]
+            ids = signal.ids[start : start + step]
+            w = signal.weights[start : start + step]
+            tail = None if signal.tail_mass is None else signal.tail_mass[start : start + step]
+            hard_targets = targets[start : start + step].unsqueeze(1)
+
+            z = _project(s_states, s_weight, s_bias, chunk_rows, vocab)
+            s = z if temperature == 1.0 else z / temperature
+            lse = s.logsumexp(-1)
+            cross_entropy = -(w * (s.gather(1, ids) - lse.unsqueeze(1))).sum(-1)
+            total_mass = w.sum(-1)
+            outside = None
+            if tail is not None:
+                # Student log-mass of every token outside the stored ids: the tail bucket.
+                outside = s.scatter(1, ids, float("-inf"))
+                lse_tail = outside.logsumexp(-1)
+                has_tail = tail > 0
+                if bool((has_tail & torch.isinf(lse_tail)).any()):
+                    raise ValueError(
+                        "A position has tail_mass > 0 but its top-k ids cover the whole vocabulary; "
+                        "the precomputed columns are inconsistent."
+                    )
+                cross_entropy = cross_entropy - torch.where(has_tail, tail * (lse_tail - lse), 0.0)
+                total_mass = total_mass + tail
+            kl = cross_entropy - signal.entropy[start : start + step]
+            stats[0] += kl.sum()
+            stats[3] += kl.sum()
+            teacher_top1 = ids.gather(1, w.argmax(-1, keepdim=True)).squeeze(1)
+            stats[2] += (z.argmax(-1) == teacher_top1).sum()
+            lse_hard = lse if temperature == 1.0 else z.logsumexp(-1)
+            stats[1] += (lse_hard - z.gather(1, hard_targets).squeeze(1)).sum()
+            if not need_any:
+                continue
+
+            # d/dz [alpha T^2 KL_T + (1 - alpha) CE_1] = alpha T (W q_T - t) + (1 - alpha) (q_1 - onehot).
+            soft_scale = alpha * temperature
+            if temperature == 1.0:
+                grad_z = (s - lse.unsqueeze(1)).exp_().mul_((soft_scale * total_mass + (1.0 - alpha)).unsqueeze(1))
+            else:
+                grad_z = (s - lse.unsqueeze(1)).exp_().mul_((soft_scale * total_mass).unsqueeze(1))
+                if alpha < 1.0:
+                    grad_z.add_((z - lse_hard.unsqueeze(1)).exp_(), alpha=1.0 - alpha)
+            grad_z.scatter_add_(1, ids, w * -soft_scale)
+            if alpha < 1.0:
+                grad_z.scatter_add_(1, hard_targets, torch.full_like(hard_targets, alpha - 1.0, dtype=grad_z.dtype))
+            if outside is not None:
+                safe_lse_tail = torch.where(has_tail, lse_tail, 0.0)
+                outside.sub_(safe_lse_tail.unsqueeze(1)).exp_().mul_((soft_scale * tail).unsqueeze(1))
+                grad_z.sub_(outside)
+            del s, outside
+
+            if s_weight is None:
+                if need_states:
+                    full_row = torch.zeros(chunk_rows.numel(), s_states.shape[1], dtype=s_states.dtype, device=device)
+                    full_row[:, :vocab] = grad_z.to(s_states.dtype)
+                    grad_states.index_copy_(0, chunk_rows, full_row)
+                continue
+            if need_states:
+                grad_h = grad_z.to(s_weight.dtype) @ s_weight[:vocab]
+                grad_states.index_copy_(0, chunk_rows, grad_h.to(s_states.dtype))
+            if need_weight:
+                grad_weight[:vocab].addmm_(grad_z.t(), s_states.index_select(0, chunk_rows).float())
+            if need_bias:
+                grad_bias[:vocab] += grad_z.sum(0)
+
+        ctx.grads = (
+            grad_states,
+            None if grad_weight is None else grad_weight.to(s_weight.dtype),
+            None if grad_bias is None else grad_bias.to(s_bias.dtype),
+        )
+        loss = (alpha * temperature**2 * stats[0] + (1.0 - alpha) * stats[1]).float()
+        ctx.mark_non_differentiable(stats)
+        return loss, stats
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_stats):
+        scaled = tuple(None if g is None else g * grad_loss.to(g.dtype) for g in ctx.grads)
+        return (*scaled, None, None, None, None, None)
+
+
+def _check_signal(signal: SparseTeacherSignal, vocab: int) -> None:
+    """Clear errors for signals that would otherwise give a silently wrong (or non-finite) loss."""
+    for name, value in (("weights", signal.weights), ("tail_mass", signal.tail_mass), ("entropy", signal.entropy)):
+        if value is not None and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(f"The teacher signal's {name} contain {bad} NaN/Inf values on target positions.")
+    if signal.ids.numel() and (int(signal.ids.min()) < 0 or int(signal.ids.max()) >= vocab):
+        raise ValueError(
+            f"Teacher token ids must lie in [0, {vocab}) (the shared vocabulary); got range "
+            f"[{int(signal.ids.min())}, {int(signal.ids.max())}]. Was the signal captured with another tokenizer?"
+        )
+    mass = signal.weights.sum(-1) + (0.0 if signal.tail_mass is None else signal.tail_mass)
+    if mass.numel() and float(mass.min()) <= 0:
+        raise ValueError("A target position has no teacher mass (all weights/counts are zero).")
+    if signal.tail_mass is not None and signal.tail_mass.numel():
+        if float(signal.tail_mass.min()) < 0 or float(signal.tail_mass.max()) > 1:
+            raise ValueError("tail_mass must lie in [0, 1].")
+
+
+def sparse_kd_loss(
+    student: LogitSource,
+    signal: SparseTeacherSignal,
+    targets: Tensor,
+    spec: KDLossSpec,
+    teacher_vocab_size: int | None = None,
+) -> KDLossTerms:
+    """Sparse-signal distillation loss summed over positions whose target is not -100.
+
+    ``targets`` (tokens,) and ``signal`` rows are aligned with the student's rows (``causal_targets``).
+    Only ``forward_kl`` is supported: top-k and sampled signals estimate a forward KL. The student's
+    vocabulary is cut to ``teacher_vocab_size`` (padding rows), as the dense loss does.
+    """
+    if spec.divergence != "forward_kl":
+        raise ValueError(
+            f"A precomputed (top-k or sampled) teacher signal supports divergence='forward_kl' only, "
+            f"got {spec.divergence!r}."
+        )
+    check_temperature(spec, signal.temperature)
+    if signal.num_tokens != student.num_tokens or targets.numel() != student.num_tokens:
+        raise ValueError(
+            f"Student ({student.num_tokens}), teacher signal ({signal.num_tokens}) and targets "
+            f"({targets.numel()}) must cover the same number of token positions."
+        )
+    vocab = student.vocab_size if teacher_vocab_size is None else min(student.vocab_size, teacher_vocab_size)
+    device = student.states.device
+    targets = targets.to(device)
+    rows = torch.nonzero(targets != IGNORE_INDEX).squeeze(1)
+    picked = SparseTeacherSignal(
+        ids=signal.ids.to(device),
+        weights=signal.weights.to(device),
+        tail_mass=None if signal.tail_mass is None else signal.tail_mass.to(device),
+        entropy=signal.entropy.to(device),
+        temperature=signal.temperature,
+    ).select(rows)
+    _check_signal(picked, vocab)
+    row_targets = targets.index_select(0, rows)
+    if rows.numel() and int(row_targets.max()) >= vocab:
+        raise ValueError(f"A target token id is >= the shared vocabulary size {vocab}.")
+    loss, stats = _ChunkedSparseKD.apply(
+        student.states, student.head_weight, student.head_bias, picked, row_targets, rows, spec, vocab
+    )
+    return KDLossTerms(
+        loss=loss,
+        soft_sum=stats[0].float(),
+        hard_sum=stats[1].float(),
+        num_tokens=torch.tensor(rows.numel(), device=loss.device),
+        top1_agree=stats[2].float(),
+        kl_sum=stats[3].float(),
+    )
+
+
+def sparse_kd_loss_from_logits(
+    student_logits: Tensor,
+    labels: Tensor,
+    signal: SparseTeacherSignal,
+    spec: KDLossSpec,
+    teacher_vocab_size: int | None = None,
+) -> KDLossTerms:
+    """Convenience form for (batch, seq, vocab) logits, unshifted (batch, seq) labels and a signal whose
+    rows are the flattened (batch, seq) positions (position i holds the teacher's prediction of i + 1)."""
+    return sparse_kd_loss(
+        LogitSource(student_logits.reshape(-1, student_logits.shape[-1])),
+        signal,
+        causal_targets(labels),
+        spec,
+        teacher_vocab_size,
+    )

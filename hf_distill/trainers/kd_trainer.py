@@ -18,10 +18,12 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, TrainingArguments
 from trl import SFTTrainer
 
+from ..losses.sparse_kd import SparseTeacherSignal
 from ..losses.token_kd import KDLossTerms, LogitSource, causal_targets, token_kd_loss
 from ..teachers.frozen import TeacherLoadError, check_same_vocabulary, freeze, load_teacher, teacher_load_kwargs
 from .forward_redirect import call_inside_forward
 from .kd_config import KDConfig
+from .offline_signal import attach_offline_signal, keep_signal_columns
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,11 @@ def supports_fused_head(model: nn.Module) -> bool:
         return False
     head = core.get_output_embeddings()
     return isinstance(head, nn.Linear) and head.weight.dtype in (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _rows(weight: Tensor) -> int:
+    """Row count of a weight, also when DeepSpeed ZeRO-3 has partitioned it (its local shape is then empty)."""
+    return int(getattr(weight, "ds_shape", weight.shape)[0])
 
 
 class KDTrainer(SFTTrainer):
@@ -108,6 +115,8 @@ class KDTrainer(SFTTrainer):
         self.teacher_processing_class = teacher_processing_class
         if teacher_model is not None:
             self._setup_teacher(teacher_model, args)
+        # No teacher model: learn from precomputed teacher columns if the datasets carry them.
+        self.offline_signal = attach_offline_signal(self) if self.teacher_model is None else None
         self.use_fused_head = self._decide_fused(args)
 
     # ---- construction -------------------------------------------------------------------------------
@@ -155,8 +164,8 @@ class KDTrainer(SFTTrainer):
 
     def _check_teacher_vocabulary(self, teacher: nn.Module) -> None:
         student_core = core_model(self.accelerator.unwrap_model(self.model))
-        student_vocab = student_core.get_output_embeddings().weight.shape[0]
-        teacher_vocab = core_model(teacher).get_output_embeddings().weight.shape[0]
+        student_vocab = _rows(student_core.get_output_embeddings().weight)
+        teacher_vocab = _rows(core_model(teacher).get_output_embeddings().weight)
         student_tok = getattr(self.processing_class, "tokenizer", self.processing_class)
         teacher_tok = getattr(self.teacher_processing_class, "tokenizer", self.teacher_processing_class)
         self.shared_vocab_size = check_same_vocabulary(student_vocab, teacher_vocab, student_tok, teacher_tok)
@@ -224,6 +233,8 @@ class KDTrainer(SFTTrainer):
     @torch.no_grad()
     def teacher_signal(self, inputs: dict[str, Any], model_inputs: dict[str, Tensor]) -> Any:
         """The teacher's next-token signal for every position of the batch, as a `LogitSource`."""
+        if self.teacher_model is None and self.offline_signal is not None:
+            return self.offline_signal.from_batch(inputs)
         if self.teacher_model is None:
             raise ValueError(
                 "KDTrainer has no teacher: pass `teacher_model`, set `teacher_model_name_or_path`, or train from "
@@ -296,9 +307,16 @@ class KDTrainer(SFTTrainer):
 
     def kd_loss(self, student: LogitSource, teacher_signal: Any, targets: Tensor) -> KDLossTerms:
         """Combine student and teacher into loss terms; subclasses add other kinds of teacher signal."""
+        if isinstance(teacher_signal, SparseTeacherSignal) and self.offline_signal is not None:
+            return self.offline_signal.loss(student, teacher_signal, targets, self.loss_spec)
         if not isinstance(teacher_signal, LogitSource):
             raise TypeError(f"Unsupported teacher signal {type(teacher_signal).__name__}.")
         return token_kd_loss(student, teacher_signal, targets, self.loss_spec)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        # `remove_unused_columns` must keep precomputed teacher columns for the collator.
+        self._signature_columns = keep_signal_columns(self._signature_columns)
 
     # ---- logging -----------------------------------------------------------------------------------
 

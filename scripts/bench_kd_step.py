@@ -1,0 +1,112 @@
+"""KDTrainer step time against a plain SFTTrainer step on the same student, and the FLOP bound.
+
+A KD step adds one teacher forward (about 2 * P_teacher FLOPs per token) to the student's training step
+(about 6 * P_student), so the best possible ratio is 1 + 2 * P_teacher / (6 * P_student). P counts the
+parameters that take part in matmuls (everything except the input embedding table).
+
+Trainers alternate in rounds so background load hits both alike; each reports the median step time of
+its steps after the first (warm-up).
+
+    python scripts/bench_kd_step.py
+    python scripts/bench_kd_step.py --rounds 5 --steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+
+import torch
+from datasets import Dataset
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
+from trl import SFTConfig, SFTTrainer
+
+from hf_distill import KDConfig, KDTrainer
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def llama(hidden: int, layers: int, vocab: int, seed: int) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+        num_attention_heads=max(hidden // 64, 1), max_position_embeddings=1024, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2,
+    )  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+def matmul_params(model: LlamaForCausalLM) -> int:
+    return sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+
+
+def tokenizer(vocab: int) -> PreTrainedTokenizerFast:
+    table = {"<pad>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, vocab)}}
+    backend = Tokenizer(models.WordLevel(vocab=table, unk_token="w3"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--student", type=int, nargs=2, default=[256, 4], metavar=("HIDDEN", "LAYERS"))
+    parser.add_argument("--teacher", type=int, nargs=2, default=[512, 6], metavar=("HIDDEN", "LAYERS"))
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    rng = random.Random(0)
+    texts = [" ".join(f"w{rng.randint(3, args.vocab - 1)}" for _ in range(args.seq_len)) for _ in range(256)]
+    data = Dataset.from_dict({"text": texts})
+    tok = tokenizer(args.vocab)
+    teacher = llama(*args.teacher, args.vocab, seed=1)
+    p_student = matmul_params(llama(*args.student, args.vocab, seed=0))
+    p_teacher = matmul_params(teacher)
+    common = dict(
+        max_steps=args.steps, per_device_train_batch_size=args.batch, report_to=[], use_cpu=True, bf16=False,
+        activation_checkpointing=False, save_strategy="no", logging_steps=1000, disable_tqdm=True,
+        max_length=args.seq_len + 2,
+    )  # fmt: skip
+
+    timings: dict[str, list[float]] = {"sft": [], "kd": []}
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(args.rounds):
+            for kind in ("sft", "kd"):
+                timer = StepTimer()
+                student = llama(*args.student, args.vocab, seed=0)
+                if kind == "sft":
+                    trainer = SFTTrainer(model=student, args=SFTConfig(output_dir=out, **common), train_dataset=data,
+                                         processing_class=tok, callbacks=[timer])  # fmt: skip
+                else:
+                    trainer = KDTrainer(model=student, teacher_model=teacher, args=KDConfig(output_dir=out, **common),
+                                        train_dataset=data, processing_class=tok, callbacks=[timer])  # fmt: skip
+                trainer.train()
+                timings[kind].extend(timer.times[1:])
+
+    sft, kd = statistics.median(timings["sft"]), statistics.median(timings["kd"])
+    bound = 1 + 2 * p_teacher / (6 * p_student)
+    print(f"student {p_student / 1e6:.2f}M matmul params, teacher {p_teacher / 1e6:.2f}M, vocab {args.vocab}, "
+          f"batch {args.batch} x {args.seq_len} tokens, {torch.get_num_threads()} threads")  # fmt: skip
+    print(f"SFT step {sft * 1000:.0f} ms | KD step {kd * 1000:.0f} ms | KD/SFT {kd / sft:.3f} | "
+          f"FLOP bound {bound:.3f} | (KD/SFT) / bound {kd / sft / bound:.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -302,3 +302,35 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(tmp_path):
     assert resumed_losses[-2:] == pytest.approx(full_losses[-2:], rel=1e-5)
     for (name, a), b in zip(full_model.state_dict().items(), resumed_model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_conversational_messages_dataset_uses_the_chat_template(tmp_path):
+    from datasets import Dataset
+
+    tokenizer = make_word_tokenizer()
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] }} </s>"
+        "{% endgeneration %}{% else %}{{ m['content'] }} {% endif %}{% endfor %}"
+    )
+    dataset = Dataset.from_dict(
+        {
+            "messages": [
+                [{"role": "user", "content": "w5 w6"}, {"role": "assistant", "content": "w7 w8 w9"}],
+                [{"role": "user", "content": "w10"}, {"role": "assistant", "content": "w11 w12"}],
+            ]
+        }
+    )
+    trainer = KDTrainer(
+        model=make_tiny_llama(seed=0),
+        teacher_model=make_tiny_llama(seed=1),
+        args=kd_args(tmp_path, per_device_train_batch_size=2, assistant_only_loss=True),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    batch = first_batch(trainer)
+    words = [tokenizer.convert_ids_to_tokens(int(i)) for i in batch["input_ids"][0]]
+    targets = [w for w, label in zip(words, batch["labels"][0].tolist()) if label != -100]
+    assert "w5" in words and "w5" not in targets and "w7" in targets  # only the assistant turn is a target
+    loss = trainer.compute_loss(trainer.model, batch)
+    expected = reference_kd_loss(trainer.model, trainer.teacher_model, batch, 2.0, 0.5)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -9,6 +9,7 @@ from trl import SFTConfig
 
 from ..losses.divergences import DIVERGENCES
 from ..losses.token_kd import KDLossSpec
+from .schedules import scheduled_temperature
 
 
 @dataclass
@@ -29,6 +30,11 @@ class KDConfig(SFTConfig):
             One of `forward_kl` (KL(teacher||student)), `reverse_kl`, `jsd` (generalized, see `jsd_beta`), `tvd`,
             `skew_forward_kl`, `skew_reverse_kl` (see `skew_lambda`), `mse` (between probabilities) and
             `cosine` (between logits).
+        temperature_schedule (`str`, defaults to `"constant"`):
+            `constant`, `linear` or `cosine`: move the temperature from `temperature` to `temperature_end` over
+            the training steps (soft targets early, sharper ones late).
+        temperature_end (`float`, *optional*):
+            Final temperature of a non-constant schedule. Must be > 0.
         jsd_beta (`float`, defaults to `0.5`):
             Generalized JSD interpolation: 0 is forward KL, 1 reverse KL, 0.5 the symmetric JSD.
         skew_lambda (`float`, defaults to `0.1`):
@@ -65,6 +71,11 @@ class KDConfig(SFTConfig):
     divergence: str = field(
         default="forward_kl", metadata={"help": "Divergence of the soft term.", "choices": list(DIVERGENCES)}
     )
+    temperature_schedule: str = field(
+        default="constant",
+        metadata={"help": "Temperature schedule.", "choices": ["constant", "linear", "cosine"]},
+    )
+    temperature_end: float | None = field(default=None, metadata={"help": "Final temperature of the schedule."})
     jsd_beta: float = field(default=0.5, metadata={"help": "Generalized JSD beta (0 forward KL, 1 reverse KL)."})
     skew_lambda: float = field(default=0.1, metadata={"help": "Mixing weight of the skew KL divergences."})
     loss_chunk_size: int | None = field(default=None, metadata={"help": "Token positions per loss chunk."})
@@ -91,14 +102,17 @@ class KDConfig(SFTConfig):
         super().__post_init__()
         # Validation lives in KDLossSpec so the loss functions and the config can never disagree.
         self.loss_spec()
+        scheduled_temperature(self.temperature_schedule, self.temperature, self.temperature_end, 0, 1)
+        if self.temperature_end is not None:
+            self.loss_spec(temperature=self.temperature_end)
         if self.teacher_micro_batch_size is not None and self.teacher_micro_batch_size < 1:
             raise ValueError(f"teacher_micro_batch_size must be >= 1, got {self.teacher_micro_batch_size}.")
 
-    def loss_spec(self) -> KDLossSpec:
-        """The loss settings of this config, validated."""
+    def loss_spec(self, temperature: float | None = None) -> KDLossSpec:
+        """The loss settings of this config (at `temperature`, default the configured one), validated."""
         return KDLossSpec(
             divergence=self.divergence,
-            temperature=self.temperature,
+            temperature=self.temperature if temperature is None else temperature,
             alpha=self.alpha,
             beta=self.jsd_beta,
             skew=self.skew_lambda,

@@ -24,6 +24,7 @@ from ..teachers.frozen import TeacherLoadError, check_same_vocabulary, freeze, l
 from .forward_redirect import call_inside_forward
 from .kd_config import KDConfig
 from .offline_signal import attach_offline_signal, keep_signal_columns
+from .schedules import scheduled_temperature
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +204,8 @@ class KDTrainer(SFTTrainer):
         return_outputs: bool = False,
         num_items_in_batch: Tensor | int | None = None,
     ) -> Tensor | tuple[Tensor, Any]:
+        if self.args.temperature_schedule != "constant" and model.training:
+            self.loss_spec = self.args.loss_spec(temperature=self.current_temperature())
         model_inputs = {k: v for k, v in inputs.items() if k in MODEL_INPUT_KEYS}
         targets = causal_targets(inputs["labels"])
         teacher_signal = self.teacher_signal(inputs, model_inputs)
@@ -215,6 +218,12 @@ class KDTrainer(SFTTrainer):
                 outputs = model(**model_inputs, use_cache=False)
             return loss, outputs
         return loss
+
+    def current_temperature(self) -> float:
+        """The temperature for the current optimizer step under `temperature_schedule`."""
+        args = self.args
+        step, total = self.state.global_step, self.state.max_steps
+        return scheduled_temperature(args.temperature_schedule, args.temperature, args.temperature_end, step, total)
 
     def normalise(self, loss_sum: Tensor, local_tokens: Tensor, num_items_in_batch: Tensor | int | None) -> Tensor:
         """Divide the summed loss once by the target-token count of the whole optimizer step.
@@ -338,4 +347,6 @@ class KDTrainer(SFTTrainer):
             logs[f"{prefix}hard_loss"] = float(sums[1]) / tokens
             logs[f"{prefix}teacher_agreement"] = float(sums[2]) / tokens
             logs[f"{prefix}teacher_kl"] = float(sums[3]) / tokens
+            if mode == "train" and self.args.temperature_schedule != "constant":
+                logs["temperature"] = self.loss_spec.temperature
         super().log(logs, start_time)

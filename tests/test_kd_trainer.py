@@ -334,3 +334,21 @@ def test_conversational_messages_dataset_uses_the_chat_template(tmp_path):
     loss = trainer.compute_loss(trainer.model, batch)
     expected = reference_kd_loss(trainer.model, trainer.teacher_model, batch, 2.0, 0.5)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_plain_sft_config_is_accepted_and_keeps_its_settings(tmp_path):
+    from trl import SFTConfig
+
+    args = SFTConfig(
+        output_dir=str(tmp_path), max_steps=1, use_cpu=True, bf16=False, report_to=[], learning_rate=0.123,
+        eos_token="</s>",
+    )  # fmt: skip
+    trainer = KDTrainer(
+        model=make_tiny_llama(seed=0),
+        teacher_model=make_tiny_llama(seed=1),
+        args=args,
+        train_dataset=make_text_dataset(),
+        processing_class=make_word_tokenizer(),
+    )
+    assert isinstance(trainer.args, KDConfig)
+    assert trainer.args.learning_rate == 0.123 and trainer.args.eos_token == "</s>"

@@ -57,11 +57,12 @@ def _through_softmax(q: Tensor, grad_q: Tensor) -> Tensor:
 
 
 def _forward_kl(s: Tensor, t: Tensor, params: DivergenceParams, need_grad: bool) -> RowTerms:
-    # The most used divergence, written in place: three (rows x vocab) buffers at most.
-    log_q, log_p = s.log_softmax(-1), t.log_softmax(-1)
+    # The most used divergence, written in place on its inputs (the caller hands them over, see
+    # `divergence_rows`): with the transient of logsumexp, four (rows x vocab) buffers at most.
+    log_p = t.sub_(t.logsumexp(-1, keepdim=True))
     p = log_p.exp()
+    log_q = s.sub_(s.logsumexp(-1, keepdim=True))
     values = log_p.sub_(log_q).mul_(p).sum(-1)
-    del log_p
     return RowTerms(values, log_q.exp_().sub_(p) if need_grad else None)
 
 
@@ -174,8 +175,15 @@ def divergence_rows(
     teacher_scaled: Tensor,
     params: DivergenceParams | None = None,
     need_grad: bool = True,
+    overwrite_inputs: bool = False,
 ) -> RowTerms:
-    """Per-row divergence D(teacher || student) of float32 temperature-scaled logits, with d D / d s."""
+    """Per-row divergence D(teacher || student) of float32 temperature-scaled logits, with d D / d s.
+
+    With `overwrite_inputs` the function may reuse the two input buffers as scratch space (the chunked loss
+    passes chunk copies it no longer needs); otherwise they are left untouched.
+    """
     params = params or DivergenceParams()
     check_divergence(name, params)
+    if not overwrite_inputs:
+        student_scaled, teacher_scaled = student_scaled.clone(), teacher_scaled.clone()
     return _ROW_FUNCTIONS[name](student_scaled, teacher_scaled, params, need_grad)

@@ -130,40 +130,43 @@ class _ChunkedTokenKD(torch.autograd.Function):
         grad_weight = torch.zeros(s_weight.shape, dtype=torch.float32, device=device) if need_weight else None
         grad_bias = torch.zeros(s_bias.shape, dtype=torch.float32, device=device) if need_bias else None
 
-        stats = torch.zeros(5, dtype=torch.float64, device=device)  # soft, hard, agree, kl, non-finite
+        stats = torch.zeros(4, dtype=torch.float64, device=device)  # soft, hard, agree, kl
+        need_soft_grad = need_any and alpha > 0
         step = spec.rows_per_chunk(vocab)
         for start in range(0, rows.numel(), step):
             chunk_rows = rows[start : start + step]
             z = _project(s_states, s_weight, s_bias, chunk_rows, vocab)
             with torch.no_grad():
                 tz = _project(t_states, t_weight, t_bias, chunk_rows, vocab)
-            stats[4] += (~torch.isfinite(tz)).sum()
             chunk_targets = targets.index_select(0, chunk_rows).unsqueeze(1)
             stats[2] += (z.argmax(-1) == tz.argmax(-1)).sum()
 
-            # Hard term at T = 1, before z is rescaled in place.
-            log_q1 = z.log_softmax(-1)
-            stats[1] += -log_q1.gather(1, chunk_targets).sum()
+            # Hard term at T = 1. Its gradient (softmax(z) - onehot) is formed first, while z is intact, so the
+            # divergence below may overwrite z and tz in place: at most ~5 (rows x vocab) buffers are alive.
+            stats[1] += (torch.logsumexp(z, -1) - z.gather(1, chunk_targets).squeeze(1)).sum()
+            grad_z = None
+            if need_any and alpha < 1.0:
+                grad_z = z.softmax(-1)
+                grad_z.scatter_add_(1, chunk_targets, torch.full_like(chunk_targets, -1.0, dtype=grad_z.dtype))
+                grad_z.mul_(1.0 - alpha)
             if temperature != 1.0:
                 z.div_(temperature)
                 tz.div_(temperature)
-            soft = divergence_rows(spec.divergence, z, tz, spec.params, need_any and alpha > 0)
+            if spec.divergence != "forward_kl":
+                stats[3] += divergence_rows("forward_kl", z, tz, need_grad=False).values.sum()
+            soft = divergence_rows(spec.divergence, z, tz, spec.params, need_soft_grad, overwrite_inputs=True)
+            del z, tz
             stats[0] += soft.values.sum()
             if spec.divergence == "forward_kl":
                 stats[3] += soft.values.sum()
-            else:
-                stats[3] += divergence_rows("forward_kl", z, tz, need_grad=False).values.sum()
-            del tz
             if not need_any:
                 continue
-
-            grad_z = soft.grad_s.mul_(alpha * temperature) if soft.grad_s is not None else torch.zeros_like(z)
-            del soft, z
-            if alpha < 1.0:
-                ce_grad = log_q1.exp_()
-                ce_grad.scatter_add_(1, chunk_targets, torch.full_like(chunk_targets, -1.0, dtype=ce_grad.dtype))
-                grad_z.add_(ce_grad, alpha=1.0 - alpha)
-            del log_q1
+            if soft.grad_s is not None:
+                soft_grad = soft.grad_s.mul_(alpha * temperature)
+                grad_z = soft_grad if grad_z is None else grad_z.add_(soft_grad)
+            del soft
+            if grad_z is None:  # alpha == 0 with nothing else to learn from: a zero gradient, not an error
+                continue
 
             if s_weight is None:
                 if need_states:
@@ -180,10 +183,12 @@ class _ChunkedTokenKD(torch.autograd.Function):
             if need_bias:
                 grad_bias[:vocab] += grad_z.sum(0)
 
-        if stats[4] > 0:
+        # NaN/Inf teacher logits make the divergence non-finite; checking the sum costs one sync per batch
+        # instead of a full pass over every chunk.
+        if not bool(torch.isfinite(stats[:2]).all()):
             raise ValueError(
-                f"Teacher logits contain {int(stats[4])} NaN/Inf values on target positions; "
-                "check the teacher's dtype (fp16 overflow) or the precomputed columns."
+                "The distillation loss is not finite: teacher (or student) logits contain NaN/Inf on target "
+                "positions; check the teacher's dtype (fp16 overflow) or the precomputed columns."
             )
         ctx.grads = (
             grad_states,

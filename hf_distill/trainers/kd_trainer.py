@@ -9,6 +9,7 @@ The story of one step (`compute_loss`):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from typing import Any
@@ -20,6 +21,7 @@ from trl import SFTTrainer
 
 from ..losses.sparse_kd import SparseTeacherSignal
 from ..losses.token_kd import KDLossTerms, LogitSource, causal_targets, token_kd_loss
+from ..model_card import ModelCardMixin
 from ..teachers.frozen import TeacherLoadError, check_same_vocabulary, freeze, load_teacher, teacher_load_kwargs
 from .forward_redirect import call_inside_forward
 from .kd_config import KDConfig
@@ -66,7 +68,7 @@ def _rows(weight: Tensor) -> int:
     return int(getattr(weight, "ds_shape", weight.shape)[0])
 
 
-class KDTrainer(SFTTrainer):
+class KDTrainer(ModelCardMixin, SFTTrainer):
     """Knowledge distillation as a drop-in replacement for `SFTTrainer` (and so for `Trainer`).
 
     Args:
@@ -129,8 +131,8 @@ class KDTrainer(SFTTrainer):
             return KDConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1] or 'student'}-KD")
         if isinstance(args, KDConfig):
             return args
-        values = args.to_dict()
-        values["hub_token"] = args.hub_token
+        # Copy field values directly: `to_dict()` masks every `*_token` field (eos_token, hub_token, ...).
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init}
         return KDConfig(**{k: v for k, v in values.items() if k in KDConfig.__dataclass_fields__})
 
     def _setup_teacher(self, teacher: str | nn.Module, args: KDConfig) -> None:

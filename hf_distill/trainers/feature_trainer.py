@@ -1,0 +1,244 @@
+"""`FeatureKDTrainer`: `KDTrainer` plus hidden-state and attention-map distillation over mapped layers.
+
+One step: forward hooks record the mapped layers of teacher and student while `KDTrainer` runs its usual
+forwards; the feature sums over the same target positions are added to the logit-loss sum before the single
+division by the token count. Learned projections live in their own module (not in the student), so they are
+added to the optimizer, written to every checkpoint, restored on resume, and never end up in the student's
+saved weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedModel, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from ..features.capture import LayerCapture, ensure_eager_attention, num_decoder_layers
+from ..features.layer_maps import build_layer_map, format_layer_map
+from ..features.projections import PROJECTIONS_FILE, FeatureProjections
+from ..losses.attention import attention_kl_loss
+from ..losses.feature import hidden_state_loss
+from ..losses.token_kd import IGNORE_INDEX, KDLossTerms
+from .feature_config import FeatureKDConfig
+from .kd_trainer import KDTrainer, core_model
+
+logger = logging.getLogger(__name__)
+
+# Logged names of the feature terms (per target token, unweighted), in the order of the metric sums.
+FEATURE_TERMS = ("hidden_loss", "attention_loss")
+
+
+class _ZeroProjectionGrads(TrainerCallback):
+    """The Trainer only zeroes the model's gradients after a step; the projections need the same."""
+
+    def __init__(self, projections: nn.Module):
+        self.projections = projections
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.projections.zero_grad(set_to_none=True)
+
+
+class FeatureKDTrainer(KDTrainer):
+    """Knowledge distillation of logits, intermediate hidden states and attention maps.
+
+    Takes the same arguments as `KDTrainer`; `args` should be a `FeatureKDConfig`. Needs a live teacher model.
+    The layer map is logged at start-up; the learned projections are in `trainer.feature_projections`.
+    """
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel | nn.Module,
+        args: FeatureKDConfig | TrainingArguments | None = None,
+        *positional: Any,
+        **kwargs: Any,
+    ) -> None:
+        args = self._as_feature_config(model, args)
+        super().__init__(model, args, *positional, **kwargs)
+        if self.teacher_model is None:
+            raise ValueError("FeatureKDTrainer needs a live teacher model: pass `teacher_model` or its name/path.")
+        self._feature_sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros(3, dtype=torch.float64))
+        self._setup_features(args)
+
+    @staticmethod
+    def _as_feature_config(model: Any, args: TrainingArguments | None) -> FeatureKDConfig:
+        if isinstance(args, FeatureKDConfig):
+            return args
+        base = KDTrainer._as_kd_config(model, None) if args is None else args
+        # Copy field values directly: `to_dict()` masks every `*_token` field (eos_token, pad_token, hub_token).
+        values = {f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init}
+        return FeatureKDConfig(**{k: v for k, v in values.items() if k in FeatureKDConfig.__dataclass_fields__})
+
+    # ---- construction -------------------------------------------------------------------------------
+
+    def _setup_features(self, args: FeatureKDConfig) -> None:
+        student = core_model(self.accelerator.unwrap_model(self.model))
+        teacher = core_model(self.accelerator.unwrap_model(self.teacher_model))
+        n_student, n_teacher = num_decoder_layers(student), num_decoder_layers(teacher)
+        self.layer_map = build_layer_map(
+            args.feature_layer_map, n_student, n_teacher, k=args.feature_last_k, pairs=args.feature_layer_pairs
+        )
+        logger.info(format_layer_map(self.layer_map, n_student, n_teacher))
+
+        use_hidden = args.hidden_loss_weight > 0
+        use_attention = args.attention_loss_weight > 0
+        if use_attention:
+            ensure_eager_attention(student, args.feature_switch_to_eager, "student")
+            ensure_eager_attention(teacher, args.feature_switch_to_eager, "teacher")
+        student_layers = [s for s, _ in self.layer_map]
+        teacher_layers = [t for _, t in self.layer_map]
+        self.student_capture = LayerCapture(student, student_layers, hidden=use_hidden, attention=use_attention)
+        self.teacher_capture = LayerCapture(teacher, teacher_layers, hidden=use_hidden, attention=use_attention)
+
+        student_width = student.config.get_text_config().hidden_size
+        teacher_width = teacher.config.get_text_config().hidden_size
+        # Attention maps need no projection: without the hidden term there is nothing to learn.
+        self.feature_projections = FeatureProjections(
+            self.layer_map if use_hidden else (), student_width, teacher_width, always=args.feature_always_project
+        ).to(self.args.device)
+        self.add_callback(_ZeroProjectionGrads(self.feature_projections))
+
+    # ---- the step ----------------------------------------------------------------------------------
+
+    def teacher_signal(self, inputs: dict[str, Any], model_inputs: dict[str, Tensor]) -> Any:
+        with self.teacher_capture.capturing():
+            return super().teacher_signal(inputs, model_inputs)
+
+    def student_terms(
+        self, model: nn.Module, model_inputs: dict[str, Tensor], targets: Tensor, teacher_signal: Any
+    ) -> KDLossTerms:
+        """The logit-KD terms with the weighted feature sums added to the (still unnormalised) loss."""
+        try:
+            with self.student_capture.capturing():
+                terms = super().student_terms(model, model_inputs, targets, teacher_signal)
+            mask = (targets != IGNORE_INDEX).reshape(model_inputs["input_ids"].shape)
+            hidden_sum, attention_sum = self.feature_sums(mask)
+        finally:
+            self.student_capture.clear()
+            self.teacher_capture.clear()
+        self._accumulate_feature_metrics(hidden_sum, attention_sum, mask.sum())
+        extra = self.args.hidden_loss_weight * hidden_sum + self.args.attention_loss_weight * attention_sum
+        return KDLossTerms(
+            terms.loss + extra.to(terms.loss.dtype),
+            terms.soft_sum,
+            terms.hard_sum,
+            terms.num_tokens,
+            terms.top1_agree,
+            terms.kl_sum,
+        )
+
+    def feature_sums(self, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Hidden-state and attention terms: averaged over layer pairs, summed over target positions in ``mask``."""
+        device = mask.device
+        hidden_sum = torch.zeros((), device=device)
+        attention_sum = torch.zeros((), device=device)
+        needs_grad = torch.is_grad_enabled() and self.model.training
+        for s, t in self.layer_map:
+            if self.args.hidden_loss_weight > 0:
+                student_states = self.student_capture.hidden_state(s)
+                self._check_graph(student_states, needs_grad, s, "hidden states")
+                projected = self.feature_projections(s, t, student_states)
+                teacher_states = self.teacher_capture.hidden_state(t)
+                hidden_sum = hidden_sum + hidden_state_loss(projected, teacher_states, mask, self.args.hidden_loss_type)
+            if self.args.attention_loss_weight > 0:
+                student_maps = self.student_capture.attention(s)
+                self._check_graph(student_maps, needs_grad, s, "attention maps")
+                attention_sum = attention_sum + attention_kl_loss(
+                    student_maps, self.teacher_capture.attention(t), mask, self.args.attention_head_reduction
+                )
+        # Mean over pairs, so a weight means the same whatever the number of mapped layers.
+        n_pairs = len(self.layer_map)
+        return hidden_sum / n_pairs, attention_sum / n_pairs
+
+    @staticmethod
+    def _check_graph(tensor: Tensor, needs_grad: bool, layer: int, what: str) -> None:
+        if needs_grad and not tensor.requires_grad:
+            raise RuntimeError(
+                f"The student's layer-{layer} {what} carry no gradient, so feature distillation could not train "
+                "it. This happens when activation/gradient checkpointing recomputes the attention module under "
+                "no_grad (reentrant checkpointing); disable it or set activation_checkpointing_kwargs="
+                "{'use_reentrant': False} (the transformers default)."
+            )
+
+    # ---- projections: optimizer, gradients, checkpoints ----------------------------------------------
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """The student's optimizer with one extra parameter group holding the projections."""
+        optimizer = super().create_optimizer(model)
+        params = [p for p in self.feature_projections.parameters() if p.requires_grad]
+        already = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if params and not already.intersection(id(p) for p in params):
+            optimizer.add_param_group({"params": params, "weight_decay": self.args.weight_decay})
+        return optimizer
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._average_projection_grads()
+        return loss
+
+    def _average_projection_grads(self) -> None:
+        """Projections sit outside DDP, so average their gradients across processes like DDP does."""
+        world = self.accelerator.num_processes
+        if world <= 1:
+            return
+        for param in self.feature_projections.parameters():
+            if param.grad is not None:
+                torch.distributed.all_reduce(param.grad, op=torch.distributed.ReduceOp.SUM)
+                param.grad.div_(world)
+
+    def _clip_grad_norm(self, model: nn.Module) -> Any:
+        """Clip the projections to the same max norm (separately: they are not the model's parameters)."""
+        params = [p for p in self.feature_projections.parameters() if p.grad is not None]
+        if params and self.args.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, self.args.max_grad_norm)
+        return super()._clip_grad_norm(model)
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self.feature_projections.save(os.path.join(self._get_output_dir(trial=trial), folder))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the plain student (no projection weights in it); export projections beside it if asked."""
+        super().save_model(output_dir, _internal_call)
+        if self.args.feature_export_projections and self.args.should_save:
+            self.feature_projections.save(output_dir or self.args.output_dir)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        # Every resume path (plain, DeepSpeed, FSDP) comes through here, after the optimizer exists.
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            self.feature_projections.load(checkpoint)
+
+    def _load_best_model(self) -> None:
+        super()._load_best_model()
+        best = self.state.best_model_checkpoint
+        if best is not None and os.path.isfile(os.path.join(best, PROJECTIONS_FILE)):
+            self.feature_projections.load(best)
+
+    # ---- logging -----------------------------------------------------------------------------------
+
+    def _accumulate_feature_metrics(self, hidden_sum: Tensor, attention_sum: Tensor, tokens: Tensor) -> None:
+        mode = "train" if self.model.training else "eval"
+        local = torch.stack([hidden_sum.detach(), attention_sum.detach(), tokens.to(hidden_sum)]).double().cpu()
+        self._feature_sums[mode] = self._feature_sums[mode] + local
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        sums = self._feature_sums.pop(mode, None)
+        if sums is not None:
+            sums = self.accelerator.reduce(sums.to(self.accelerator.device), reduction="sum").cpu()
+            tokens = max(float(sums[2]), 1.0)
+            prefix = "eval_" if mode == "eval" else ""
+            weights = (self.args.hidden_loss_weight, self.args.attention_loss_weight)
+            for index, (name, weight) in enumerate(zip(FEATURE_TERMS, weights)):
+                if weight > 0:
+                    logs[f"{prefix}{name}"] = float(sums[index]) / tokens
+        super().log(logs, start_time)

@@ -1,0 +1,14 @@
+"""Where the teacher signal comes from: a frozen model, precomputed columns, or generated sequences."""
+
+from .generation import generate_teacher_completions
+from .generation_config import TeacherGenerationConfig
+from .generation_execution import UnitTestExecutionCheck
+from .resumable import load_sharded, run_sharded
+
+__all__ = [
+    "TeacherGenerationConfig",
+    "UnitTestExecutionCheck",
+    "generate_teacher_completions",
+    "load_sharded",
+    "run_sharded",
+]

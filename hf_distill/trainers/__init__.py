@@ -4,5 +4,7 @@ from .feature_config import FeatureKDConfig
 from .feature_trainer import FeatureKDTrainer
 from .kd_config import KDConfig
 from .kd_trainer import KDTrainer
+from .seqkd_config import SeqKDConfig
+from .seqkd_trainer import SeqKDTrainer
 
-__all__ = ["FeatureKDConfig", "FeatureKDTrainer", "KDConfig", "KDTrainer"]
+__all__ = ["FeatureKDConfig", "FeatureKDTrainer", "KDConfig", "KDTrainer", "SeqKDConfig", "SeqKDTrainer"]

@@ -1,8 +1,15 @@
 """hf_distill: knowledge distillation that drops into transformers/TRL training code."""
 
-from .trainers import FeatureKDConfig, FeatureKDTrainer, KDConfig, KDTrainer, SeqKDConfig, SeqKDTrainer
+__version__ = "0.1.0"  # defined before the imports below: submodules record it in their metadata
 
-__version__ = "0.1.0"
+from .trainers import (  # noqa: E402
+    FeatureKDConfig,
+    FeatureKDTrainer,
+    KDConfig,
+    KDTrainer,
+    SeqKDConfig,
+    SeqKDTrainer,
+)
 
 __all__ = [
     "FeatureKDConfig",

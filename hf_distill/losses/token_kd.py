@@ -21,8 +21,9 @@ from torch import Tensor
 from .divergences import DivergenceParams, check_divergence, divergence_rows
 
 IGNORE_INDEX = -100
-# float32 elements per (chunk x vocab) temporary; ~32 MB each, a handful alive at once.
-DEFAULT_CHUNK_ELEMENTS = 1 << 23
+# float32 elements per (chunk x vocab) buffer: 64 MB each, at most ~5 alive at once. Smaller chunks save
+# memory but make the lm_head matmuls less efficient (small-M GEMMs); see BENCHMARKS.md.
+DEFAULT_CHUNK_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -106,14 +107,37 @@ def causal_targets(labels: Tensor) -> Tensor:
     return shifted.reshape(-1)
 
 
-def _project(source_states: Tensor, weight: Tensor | None, bias: Tensor | None, rows: Tensor, vocab: int) -> Tensor:
-    picked = source_states.index_select(0, rows)
+def _pick_rows(states: Tensor, rows: Tensor | slice) -> Tensor:
+    """A copy of the chosen rows: a slice (contiguous run) is a plain copy, an index tensor uses advanced
+    indexing, which is several times faster than `index_select` for wide rows on CPU."""
+    if isinstance(rows, slice):
+        return states[rows].clone()
+    return states[rows]
+
+
+def _project(
+    source_states: Tensor, weight: Tensor | None, bias: Tensor | None, rows: Tensor | slice, vocab: int
+) -> Tensor:
+    """float32 logits of the chosen rows, always a fresh tensor the caller may overwrite."""
+    picked = _pick_rows(source_states, rows)
     if weight is None:
         return picked[:, :vocab].float()
     logits = picked @ weight[:vocab].t()
     if bias is not None:
         logits = logits + bias[:vocab]
     return logits.float()
+
+
+def _row_chunks(rows: Tensor, step: int) -> list[tuple[Tensor, Tensor | slice]]:
+    """(index tensor, selector) per chunk; the selector is a slice when all rows form one contiguous run."""
+    count = rows.numel()
+    contiguous = count > 0 and int(rows[-1]) - int(rows[0]) + 1 == count  # one host sync per batch
+    first = int(rows[0]) if contiguous else 0
+    chunks = []
+    for start in range(0, count, step):
+        index = rows[start : start + step]
+        chunks.append((index, slice(first + start, first + start + index.numel()) if contiguous else index))
+    return chunks
 
 
 class _ChunkedTokenKD(torch.autograd.Function):
@@ -133,11 +157,10 @@ class _ChunkedTokenKD(torch.autograd.Function):
         stats = torch.zeros(4, dtype=torch.float64, device=device)  # soft, hard, agree, kl
         need_soft_grad = need_any and alpha > 0
         step = spec.rows_per_chunk(vocab)
-        for start in range(0, rows.numel(), step):
-            chunk_rows = rows[start : start + step]
-            z = _project(s_states, s_weight, s_bias, chunk_rows, vocab)
+        for chunk_rows, selector in _row_chunks(rows, step):
+            z = _project(s_states, s_weight, s_bias, selector, vocab)
             with torch.no_grad():
-                tz = _project(t_states, t_weight, t_bias, chunk_rows, vocab)
+                tz = _project(t_states, t_weight, t_bias, selector, vocab)
             chunk_targets = targets.index_select(0, chunk_rows).unsqueeze(1)
             stats[2] += (z.argmax(-1) == tz.argmax(-1)).sum()
 
@@ -178,7 +201,7 @@ class _ChunkedTokenKD(torch.autograd.Function):
                 grad_h = grad_z.to(s_weight.dtype) @ s_weight[:vocab]
                 grad_states.index_copy_(0, chunk_rows, grad_h.to(s_states.dtype))
             if need_weight:
-                picked_states = s_states.index_select(0, chunk_rows).float()
+                picked_states = _pick_rows(s_states, selector).float()
                 grad_weight[:vocab].addmm_(grad_z.t(), picked_states)
             if need_bias:
                 grad_bias[:vocab] += grad_z.sum(0)

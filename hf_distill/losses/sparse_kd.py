@@ -115,6 +115,120 @@ def check_temperature(spec: KDLossSpec, capture_temperature: float) -> None:
         )
 
 
+# Below this much unnormalised student tail mass (relative to its top token) the fast path could lose
+# precision to denormals, so the chunk is redone in log space.
+_TINY_TAIL = 1e-20
+
+
+@dataclass
+class _ChunkTerms:
+    kl_sum: Tensor
+    hard_sum: Tensor
+    agree: Tensor
+    grad_z: Tensor | None
+
+
+def _hard_terms(z: Tensor, lse_1: Tensor, hard_targets: Tensor) -> Tensor:
+    return (lse_1 - z.gather(1, hard_targets).squeeze(1)).sum()
+
+
+def _finish_grad(grad: Tensor, z: Tensor, lse_1: Tensor, hard_targets: Tensor, temperature: float, alpha: float):
+    """Add the hard-label part (1 - alpha)(q_1 - onehot); q_1 is already in ``grad`` when T = 1."""
+    if alpha < 1.0:
+        if temperature != 1.0:
+            grad.add_((z - lse_1.unsqueeze(1)).exp_(), alpha=1.0 - alpha)
+        grad.scatter_add_(1, hard_targets, torch.full_like(hard_targets, alpha - 1.0, dtype=grad.dtype))
+    return grad
+
+
+def _chunk_terms(z, ids, w, tail, entropy, hard_targets, temperature, alpha, need_grad) -> _ChunkTerms:
+    """KL and CE sums of one chunk of float32 student logits ``z``, and d(loss)/dz.
+
+    One exponential serves the value, the tail bucket and the gradient: ``e = exp(s - max s)``; the tail
+    mass is summed directly over the non-stored ids (no ``1 - sum`` cancellation).
+    """
+    s = z if temperature == 1.0 else z / temperature
+    top_s, student_top1 = s.max(-1)
+    e = (s - top_s.unsqueeze(1)).exp_()
+    total = e.sum(-1)
+    lse = top_s + total.log()
+    cross_entropy = -(w * (s.gather(1, ids) - lse.unsqueeze(1))).sum(-1)
+    mass = w.sum(-1)
+    e_ids = e.gather(1, ids)
+    tail_ratio = None
+    if tail is not None:
+        has_tail = tail > 0
+        e.scatter_(1, ids, 0.0)
+        tail_sum = e.sum(-1)
+        if bool((has_tail & (tail_sum < _TINY_TAIL)).any()):
+            return _chunk_terms_log_space(z, ids, w, tail, entropy, hard_targets, temperature, alpha, need_grad)
+        cross_entropy = cross_entropy - torch.where(has_tail, tail * (tail_sum.log() - total.log()), 0.0)
+        mass = mass + tail
+        tail_ratio = torch.where(has_tail, tail / tail_sum.clamp_min(_TINY_TAIL), 0.0)
+    teacher_top1 = ids.gather(1, w.argmax(-1, keepdim=True)).squeeze(1)
+    lse_1 = lse if temperature == 1.0 else z.logsumexp(-1)
+    terms = _ChunkTerms(
+        kl_sum=(cross_entropy - entropy).sum(),
+        hard_sum=_hard_terms(z, lse_1, hard_targets),
+        agree=(student_top1 == teacher_top1).sum(),
+        grad_z=None,
+    )
+    if not need_grad:
+        return terms
+    # d/dz [alpha T^2 KL_T + (1 - alpha) CE_1] = alpha T (W q_T - t) + (1 - alpha) (q_1 - onehot), with the
+    # target t = w on stored ids and r q_j / q_tail on tail ids (W = total stored mass, 1 up to rounding).
+    soft_scale = alpha * temperature
+    hard_in_q = (1.0 - alpha) if temperature == 1.0 else 0.0
+    inv_total = total.reciprocal()
+    row = (soft_scale * mass + hard_in_q) * inv_total
+    if tail_ratio is not None:
+        row = row - soft_scale * tail_ratio
+    grad = e.mul_(row.unsqueeze(1))
+    q_ids = e_ids * inv_total.unsqueeze(1)
+    if tail is not None:  # stored ids were zeroed in e: write their entries (top-k ids are distinct)
+        at_ids = (soft_scale * mass + hard_in_q).unsqueeze(1) * q_ids - soft_scale * w
+        grad.scatter_(1, ids, at_ids)
+    else:  # sampled: padding slots repeat id 0 with weight 0, so accumulate
+        grad.scatter_add_(1, ids, -soft_scale * w)
+    terms.grad_z = _finish_grad(grad, z, lse_1, hard_targets, temperature, alpha)
+    return terms
+
+
+def _chunk_terms_log_space(z, ids, w, tail, entropy, hard_targets, temperature, alpha, need_grad) -> _ChunkTerms:
+    """Same as ``_chunk_terms`` with the tail bucket in log space, for chunks with extreme student logits."""
+    s = z if temperature == 1.0 else z / temperature
+    lse = s.logsumexp(-1)
+    outside = s.scatter(1, ids, float("-inf"))
+    lse_tail = outside.logsumexp(-1)
+    has_tail = tail > 0
+    if bool((has_tail & torch.isinf(lse_tail)).any()):
+        raise ValueError(
+            "A position has tail_mass > 0 but its top-k ids cover the whole vocabulary; "
+            "the precomputed columns are inconsistent."
+        )
+    cross_entropy = -(w * (s.gather(1, ids) - lse.unsqueeze(1))).sum(-1)
+    cross_entropy = cross_entropy - torch.where(has_tail, tail * (lse_tail - lse), 0.0)
+    mass = w.sum(-1) + tail
+    teacher_top1 = ids.gather(1, w.argmax(-1, keepdim=True)).squeeze(1)
+    lse_1 = lse if temperature == 1.0 else z.logsumexp(-1)
+    terms = _ChunkTerms(
+        kl_sum=(cross_entropy - entropy).sum(),
+        hard_sum=_hard_terms(z, lse_1, hard_targets),
+        agree=(z.argmax(-1) == teacher_top1).sum(),
+        grad_z=None,
+    )
+    if not need_grad:
+        return terms
+    soft_scale = alpha * temperature
+    hard_in_q = (1.0 - alpha) if temperature == 1.0 else 0.0
+    grad = (s - lse.unsqueeze(1)).exp_().mul_((soft_scale * mass + hard_in_q).unsqueeze(1))
+    grad.scatter_add_(1, ids, -soft_scale * w)
+    safe_lse_tail = torch.where(has_tail, lse_tail, 0.0)
+    grad.sub_(outside.sub_(safe_lse_tail.unsqueeze(1)).exp_().mul_((soft_scale * tail).unsqueeze(1)))
+    terms.grad_z = _finish_grad(grad, z, lse_1, hard_targets, temperature, alpha)
+    return terms
+
+
 class _ChunkedSparseKD(torch.autograd.Function):
     """Chunked forward that also forms the gradient w.r.t. the student; backward only rescales it."""
 
@@ -131,57 +245,28 @@ class _ChunkedSparseKD(torch.autograd.Function):
         stats = torch.zeros(4, dtype=torch.float64, device=device)  # soft (= KL), hard, agree, kl
         step = spec.rows_per_chunk(vocab)
         for start in range(0, rows.numel(), step):
-            chunk_rows = rows[start : start + step]
-            ids = signal.ids[start : start + step]
-            w = signal.weights[start : start + step]
-            tail = None if signal.tail_mass is None else signal.tail_mass[start : start + step]
-            hard_targets = targets[start : start + step].unsqueeze(1)
-
+            chunk = slice(start, start + step)
+            chunk_rows = rows[chunk]
             z = _project(s_states, s_weight, s_bias, chunk_rows, vocab)
-            s = z if temperature == 1.0 else z / temperature
-            lse = s.logsumexp(-1)
-            cross_entropy = -(w * (s.gather(1, ids) - lse.unsqueeze(1))).sum(-1)
-            total_mass = w.sum(-1)
-            outside = None
-            if tail is not None:
-                # Student log-mass of every token outside the stored ids: the tail bucket.
-                outside = s.scatter(1, ids, float("-inf"))
-                lse_tail = outside.logsumexp(-1)
-                has_tail = tail > 0
-                if bool((has_tail & torch.isinf(lse_tail)).any()):
-                    raise ValueError(
-                        "A position has tail_mass > 0 but its top-k ids cover the whole vocabulary; "
-                        "the precomputed columns are inconsistent."
-                    )
-                cross_entropy = cross_entropy - torch.where(has_tail, tail * (lse_tail - lse), 0.0)
-                total_mass = total_mass + tail
-            kl = cross_entropy - signal.entropy[start : start + step]
-            stats[0] += kl.sum()
-            stats[3] += kl.sum()
-            teacher_top1 = ids.gather(1, w.argmax(-1, keepdim=True)).squeeze(1)
-            stats[2] += (z.argmax(-1) == teacher_top1).sum()
-            lse_hard = lse if temperature == 1.0 else z.logsumexp(-1)
-            stats[1] += (lse_hard - z.gather(1, hard_targets).squeeze(1)).sum()
-            if not need_any:
+            terms = _chunk_terms(
+                z,
+                signal.ids[chunk],
+                signal.weights[chunk],
+                None if signal.tail_mass is None else signal.tail_mass[chunk],
+                signal.entropy[chunk],
+                targets[chunk].unsqueeze(1),
+                temperature,
+                alpha,
+                need_any,
+            )
+            del z
+            stats[0] += terms.kl_sum
+            stats[1] += terms.hard_sum
+            stats[2] += terms.agree
+            stats[3] += terms.kl_sum
+            grad_z = terms.grad_z
+            if grad_z is None:
                 continue
-
-            # d/dz [alpha T^2 KL_T + (1 - alpha) CE_1] = alpha T (W q_T - t) + (1 - alpha) (q_1 - onehot).
-            soft_scale = alpha * temperature
-            if temperature == 1.0:
-                grad_z = (s - lse.unsqueeze(1)).exp_().mul_((soft_scale * total_mass + (1.0 - alpha)).unsqueeze(1))
-            else:
-                grad_z = (s - lse.unsqueeze(1)).exp_().mul_((soft_scale * total_mass).unsqueeze(1))
-                if alpha < 1.0:
-                    grad_z.add_((z - lse_hard.unsqueeze(1)).exp_(), alpha=1.0 - alpha)
-            grad_z.scatter_add_(1, ids, w * -soft_scale)
-            if alpha < 1.0:
-                grad_z.scatter_add_(1, hard_targets, torch.full_like(hard_targets, alpha - 1.0, dtype=grad_z.dtype))
-            if outside is not None:
-                safe_lse_tail = torch.where(has_tail, lse_tail, 0.0)
-                outside.sub_(safe_lse_tail.unsqueeze(1)).exp_().mul_((soft_scale * tail).unsqueeze(1))
-                grad_z.sub_(outside)
-            del s, outside
-
             if s_weight is None:
                 if need_states:
                     full_row = torch.zeros(chunk_rows.numel(), s_states.shape[1], dtype=s_states.dtype, device=device)

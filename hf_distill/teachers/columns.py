@@ -7,6 +7,9 @@ A teacher signal lives next to ``input_ids`` in the same dataset row, one entry 
 * sampled mode: ``teacher_sample_ids`` (seq, distinct), ``teacher_sample_counts`` (seq, distinct),
   ``teacher_entropy`` (seq,)
 
+Ids are uint16. Vocabularies above 65,536 tokens add ``teacher_topk_ids_high`` / ``teacher_sample_ids_high``
+(uint8, the bits above 16): 3 bytes per id instead of int32's 4. Collated batches carry whole int32 ids.
+
 The metadata (teacher, tokenizer fingerprint, mode, k / samples, temperature, ...) travels in the dataset's
 ``info.description`` (kept by ``map``/``filter``/``shuffle``/``save_to_disk``) and in the precompute
 directory's ``metadata.json``. Everything here exists so that a capture/training mismatch fails loudly
@@ -32,11 +35,15 @@ SIGNAL_FORMAT = "hf_distill.teacher_signal.v1"
 MODES: tuple[str, ...] = ("topk", "sampled")
 TOPK_IDS, TOPK_LOGPROBS, TOPK_TAIL = "teacher_topk_ids", "teacher_topk_logprobs", "teacher_tail_mass"
 SAMPLE_IDS, SAMPLE_COUNTS, SAMPLE_ENTROPY = "teacher_sample_ids", "teacher_sample_counts", "teacher_entropy"
+TOPK_IDS_HIGH, SAMPLE_IDS_HIGH = "teacher_topk_ids_high", "teacher_sample_ids_high"
+# The columns a collated batch carries (whole ids), and the extra stored column for ids above 16 bits.
 MODE_COLUMNS: dict[str, tuple[str, str, str]] = {
     "topk": (TOPK_IDS, TOPK_LOGPROBS, TOPK_TAIL),
     "sampled": (SAMPLE_IDS, SAMPLE_COUNTS, SAMPLE_ENTROPY),
 }
-SIGNAL_COLUMNS: tuple[str, ...] = MODE_COLUMNS["topk"] + MODE_COLUMNS["sampled"]
+HIGH_ID_COLUMN = {"topk": TOPK_IDS_HIGH, "sampled": SAMPLE_IDS_HIGH}
+SIGNAL_COLUMNS: tuple[str, ...] = MODE_COLUMNS["topk"] + MODE_COLUMNS["sampled"] + (TOPK_IDS_HIGH, SAMPLE_IDS_HIGH)
+MAX_VOCAB = 1 << 24  # 3-byte ids
 VALUE_DTYPES = ("float16", "bfloat16", "float32")
 # Arrow/Parquet have no bfloat16: bf16-rounded values are stored in float32 containers.
 _STORAGE_DTYPE = {"float16": np.float16, "bfloat16": np.float32, "float32": np.float32}
@@ -83,11 +90,25 @@ class TeacherSignalMetadata:
             raise TeacherSignalError(f"sampled mode needs num_samples >= 1, got {self.num_samples}.")
         if not self.temperature > 0:
             raise TeacherSignalError(f"temperature must be > 0, got {self.temperature}.")
+        if not 1 <= self.vocab_size <= MAX_VOCAB:
+            raise TeacherSignalError(f"vocab_size must be in [1, {MAX_VOCAB}], got {self.vocab_size}.")
         if self.value_dtype not in VALUE_DTYPES:
             raise TeacherSignalError(f"value_dtype must be one of {VALUE_DTYPES}, got {self.value_dtype!r}.")
 
     @property
-    def columns(self) -> tuple[str, str, str]:
+    def split_ids(self) -> bool:
+        """Whether ids need a high-byte column (vocabulary above 65,536)."""
+        return self.vocab_size > 1 << 16
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The stored columns (ids, values, per-position, and the high-byte ids when needed)."""
+        base = MODE_COLUMNS[self.mode]
+        return (*base, HIGH_ID_COLUMN[self.mode]) if self.split_ids else base
+
+    @property
+    def batch_columns(self) -> tuple[str, str, str]:
+        """The columns of a collated batch (whole ids)."""
         return MODE_COLUMNS[self.mode]
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,9 +134,17 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
-def id_dtype(vocab_size: int) -> np.dtype:
-    """Smallest id dtype: uint16 covers vocabularies up to 65,536 tokens, int32 the rest."""
-    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.int32)
+def split_ids(ids: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Low 16 bits as uint16, plus the bits above as uint8 when the vocabulary needs them."""
+    ids = np.asarray(ids, dtype=np.int64)
+    high = (ids >> 16).astype(np.uint8) if vocab_size > 1 << 16 else None
+    return (ids & 0xFFFF).astype(np.uint16), high
+
+
+def join_ids(low: np.ndarray, high: np.ndarray | None) -> np.ndarray:
+    """Whole int32 ids from ``split_ids``'s parts."""
+    ids = np.asarray(low).astype(np.int32)
+    return ids if high is None else ids | (np.asarray(high).astype(np.int32) << 16)
 
 
 def count_dtype(num_samples: int) -> np.dtype:
@@ -216,7 +245,8 @@ def validate_columns(dataset: Any, metadata: TeacherSignalMetadata, batch_size: 
             f"The dataset lacks the columns {missing} needed for {metadata.mode} teacher signals (it has {names}). "
             "Were they dropped by packing, `remove_unused_columns` or a `select_columns`?"
         )
-    ids_name, values_name, per_position_name = metadata.columns
+    ids_name, values_name, per_position_name = metadata.batch_columns
+    high_name = HIGH_ID_COLUMN[metadata.mode] if metadata.split_ids else None
     offset = 0
     for table in dataset.with_format("arrow").iter(batch_size=batch_size):
         seq = _lengths(table["input_ids"])
@@ -238,7 +268,13 @@ def validate_columns(dataset: Any, metadata: TeacherSignalMetadata, batch_size: 
                 f"{ids_name!r} has {int(id_width[_first_bad(id_width != metadata.k)])} entries at a position; "
                 f"the metadata says k={metadata.k}."
             )
-        ids = id_lists.flatten().to_numpy(zero_copy_only=False)
+        high = None
+        if high_name is not None:
+            high_lists = _values(table[high_name])
+            if not np.array_equal(_lengths(high_lists), id_width):
+                raise TeacherSignalError(f"{high_name!r} and {ids_name!r} differ in width at some positions.")
+            high = high_lists.flatten().to_numpy(zero_copy_only=False)
+        ids = join_ids(id_lists.flatten().to_numpy(zero_copy_only=False), high)
         if ids.size and (ids.min() < 0 or ids.max() >= metadata.vocab_size):
             raise TeacherSignalError(f"{ids_name!r} holds ids outside [0, {metadata.vocab_size}) (rows from {offset}).")
         values = value_lists.flatten().to_numpy(zero_copy_only=False)
@@ -295,8 +331,7 @@ class OfflineSignalCollator:
         self.metadata = metadata
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        columns = self.metadata.columns
-        absent = [name for name in columns if name not in features[0]]
+        absent = [name for name in self.metadata.columns if name not in features[0]]
         if absent:
             raise TeacherSignalError(
                 f"Batch examples lack the teacher columns {absent}; were they removed by `remove_unused_columns`?"
@@ -333,6 +368,8 @@ class OfflineSignalCollator:
         tail = np.zeros((len(features), width), dtype=np.float32)
         for row, feature in enumerate(features):
             row_ids = _stack(feature[TOPK_IDS], np.int32, k)
+            if self.metadata.split_ids:
+                row_ids = join_ids(row_ids, _stack(feature[TOPK_IDS_HIGH], np.int32, k))
             where = _place(row_ids.shape[0], width, sides[row])
             ids[row, where] = row_ids
             logprobs[row, where] = _stack(feature[TOPK_LOGPROBS], np.float32, k)
@@ -345,6 +382,9 @@ class OfflineSignalCollator:
 
     def _sampled(self, features: list[dict[str, Any]], sides: list[str], width: int) -> dict[str, Tensor]:
         ids_rows = [_ragged_2d(feature[SAMPLE_IDS], np.int32) for feature in features]
+        if self.metadata.split_ids:
+            high_rows = [_ragged_2d(feature[SAMPLE_IDS_HIGH], np.int32) for feature in features]
+            ids_rows = [[join_ids(lo, hi) for lo, hi in zip(*pair)] for pair in zip(ids_rows, high_rows)]
         count_rows = [_ragged_2d(feature[SAMPLE_COUNTS], np.int32) for feature in features]
         distinct = max((len(position) for row in ids_rows for position in row), default=1)
         ids = np.zeros((len(features), width, distinct), dtype=np.int32)

@@ -45,7 +45,7 @@ class OfflineTeacher:
     metadata: TeacherSignalMetadata
 
     def from_batch(self, inputs: Mapping[str, Tensor]) -> SparseTeacherSignal:
-        missing = [name for name in self.metadata.columns if name not in inputs]
+        missing = [name for name in self.metadata.batch_columns if name not in inputs]
         if missing:
             raise TeacherSignalError(
                 f"The batch lacks the teacher columns {missing}; KDTrainer has no teacher model to fall back on."
@@ -105,6 +105,13 @@ def attach_offline_signal(trainer: Any) -> OfflineTeacher | None:
         if other != metadata:
             raise TeacherSignalError("Train and eval datasets carry teacher columns from different captures.")
     spec: KDLossSpec = trainer.loss_spec
+    schedule = getattr(trainer.args, "temperature_schedule", "constant")
+    end = getattr(trainer.args, "temperature_end", None)
+    if schedule != "constant" and end is not None and end != spec.temperature:
+        raise TeacherSignalError(
+            f"temperature_schedule={schedule!r} changes the temperature during training, but precomputed teacher "
+            f"columns hold probabilities at one temperature ({metadata.temperature}). Use a constant temperature."
+        )
     check_compatible(
         metadata,
         tokenizer=trainer.processing_class,

@@ -9,9 +9,9 @@ the same-vocabulary soft term:
   over the top-k ranks only). Each side's realized first token carries the probability of the whole
   group (chain product of its tokens' conditionals), because that is the probability of the same
   text event on both sides even when the groups have different numbers of tokens.
-* **Exact match**: for token pairs with identical text in both vocabularies, a KL(teacher||student)
-  over the categories "each shared token" plus one bucket "any other token", which keeps both
-  sides proper distributions without pretending unshared tokens correspond.
+* **Exact match**: for token pairs with identical text in both vocabularies, KL(teacher||student)
+  between both sides' distributions renormalised over the shared tokens. Renormalising keeps the
+  term finite whatever mass either side puts on tokens the other vocabulary lacks.
 
 Memory: groups are processed in chunks, and each chunk computes its gradient in closed form and
 frees its (chunk x vocab) temporaries, so autograd never holds float32 copies of the whole batch.
@@ -139,50 +139,52 @@ def _merged_probs(z: Tensor, first: Tensor, continuation: Tensor) -> tuple[Tenso
     return merged, log_q
 
 
-def _ranked(probs: Tensor, top_k: int | None) -> tuple[Tensor, Tensor]:
-    if top_k is None or top_k >= probs.shape[1]:
-        return probs.sort(dim=-1, descending=True)
-    return probs.topk(top_k, dim=-1)
+def _top_and_tail(probs: Tensor, keep: int, shared: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The ``shared`` largest entries (descending, with indices), and the entries ranked ``shared..keep``:
+    their sum and a mask of where they are. Ranks past ``shared`` only meet the other side's zero
+    padding, so their order is irrelevant and a full sort of a large vocabulary is avoided."""
+    vocab = probs.shape[1]
+    if keep < vocab and keep > shared:
+        values, index = probs.topk(keep, dim=-1)
+        tail_mask = torch.zeros_like(probs, dtype=torch.bool).scatter_(1, index[:, shared:], True)
+        return values[:, :shared], index[:, :shared], values[:, shared:].sum(-1), tail_mask
+    if shared == vocab:
+        values, index = probs.sort(dim=-1, descending=True)
+    else:
+        values, index = probs.topk(shared, dim=-1)
+    tail_mask = torch.zeros_like(probs, dtype=torch.bool)
+    if keep > shared:  # keep == vocab: everything outside the top ranks
+        tail_mask.fill_(True).scatter_(1, index, False)
+    tail = torch.where(tail_mask, probs, torch.zeros_like(probs)).sum(-1)
+    return values, index, tail, tail_mask
 
 
 def _uld_rows(student_merged: Tensor, teacher_merged: Tensor, top_k: int | None) -> tuple[Tensor, Tensor]:
     """Per-row L1 between rank-sorted vectors (zero-padded) and its gradient w.r.t. the student entries."""
-    s_sorted, s_index = _ranked(student_merged, top_k)
-    t_sorted, _ = _ranked(teacher_merged, top_k)
-    shared_ranks = min(s_sorted.shape[1], t_sorted.shape[1])
-    diff = s_sorted[:, :shared_ranks] - t_sorted[:, :shared_ranks]
-    values = diff.abs().sum(-1) + s_sorted[:, shared_ranks:].sum(-1) + t_sorted[:, shared_ranks:].sum(-1)
-    rank_grad = torch.ones_like(s_sorted)  # ranks the teacher lacks compare with 0: d|p - 0|/dp = 1
-    rank_grad[:, :shared_ranks] = diff.sign()
-    grad = torch.zeros_like(student_merged).scatter_(1, s_index, rank_grad)
+    keep_s, keep_t = student_merged.shape[1], teacher_merged.shape[1]
+    if top_k is not None:
+        keep_s, keep_t = min(top_k, keep_s), min(top_k, keep_t)
+    shared = min(keep_s, keep_t)
+    s_top, s_index, s_tail, s_tail_mask = _top_and_tail(student_merged, keep_s, shared)
+    t_top, _, t_tail, _ = _top_and_tail(teacher_merged, keep_t, shared)
+    diff = s_top - t_top
+    values = diff.abs().sum(-1) + s_tail + t_tail
+    # Ranks the teacher lacks compare with 0: d|p - 0|/dp = 1.
+    grad = s_tail_mask.to(student_merged.dtype).scatter_(1, s_index, diff.sign())
     return values, grad
 
 
-def _exact_rows(
-    log_q: Tensor, teacher_log_q: Tensor, pairs: tuple[Tensor, Tensor], student_shared_mask: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Per-row bucketed KL(teacher||student) and its gradient w.r.t. the student's tempered logits."""
+def _exact_rows(z: Tensor, teacher_z: Tensor, pairs: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Per-row KL(teacher||student) over the shared tokens, each side renormalised over them, and its
+    gradient w.r.t. the student's tempered logits (``p_s - p_t`` on shared ids, 0 elsewhere)."""
     s_ids, t_ids = pairs
-    s_shared, t_shared = log_q[:, s_ids], teacher_log_q[:, t_ids]
-    s_rest = _log1m_sum_exp(s_shared)
-    t_rest = _log1m_sum_exp(t_shared)
-    t_p_shared, t_p_rest = t_shared.exp(), t_rest.exp()
-    values = (t_p_shared * (t_shared - s_shared)).sum(-1) + torch.where(
-        t_p_rest > 0, t_p_rest * (t_rest - s_rest), torch.zeros_like(t_p_rest)
-    )
-    # d/dz_i = q_i * (1 - P_t(bucket of i) / P_s(bucket of i)): q_i - t_i for shared tokens.
-    q = log_q.exp()
-    ratio_rest = torch.where(s_rest > -torch.inf, (t_rest - s_rest).exp(), torch.zeros_like(s_rest))
-    grad = q * (1.0 - ratio_rest[:, None])
-    grad = torch.where(student_shared_mask, torch.zeros_like(grad), grad)
-    grad[:, s_ids] = q[:, s_ids] - t_p_shared
+    s_log = z[:, s_ids].log_softmax(-1)
+    t_log = teacher_z[:, t_ids].log_softmax(-1)
+    t_p = t_log.exp()
+    values = (t_p * (t_log - s_log)).sum(-1)
+    grad = torch.zeros_like(z)
+    grad[:, s_ids] = s_log.exp() - t_p
     return values, grad
-
-
-def _log1m_sum_exp(log_p: Tensor) -> Tensor:
-    """log(1 - sum exp(log_p)) per row, -inf when the entries hold all the mass."""
-    total = log_p.logsumexp(-1).clamp(max=0.0)
-    return torch.log(-torch.expm1(total))
 
 
 class _CrossVocabLoss(torch.autograd.Function):
@@ -204,10 +206,6 @@ class _CrossVocabLoss(torch.autograd.Function):
 
         grad = torch.zeros(student_logits.shape, dtype=torch.float32, device=device) if need_grad else None
         cont_coeff = torch.zeros(num_groups, dtype=torch.float32, device=device)
-        shared_mask = None
-        if spec.exact_weight > 0:
-            shared_mask = torch.zeros(student_logits.shape[1], dtype=torch.bool, device=device)
-            shared_mask[shared_pairs[0]] = True
         sums = torch.zeros(2, dtype=torch.float64, device=device)
         with torch.no_grad():
             for start in range(0, num_groups, step):
@@ -219,8 +217,7 @@ class _CrossVocabLoss(torch.autograd.Function):
                     raise ValueError("Teacher logits contain NaN/Inf on aligned positions; check the teacher's dtype.")
                 z = student_logits.index_select(0, s_rows).float() / temperature
                 s_merged, log_q = _merged_probs(z, s_first, s_cont[chunk])
-                t_merged, t_log_q = _merged_probs(tz, t_first, t_cont[chunk])
-                del tz
+                t_merged, _ = _merged_probs(tz, t_first, t_cont[chunk])
                 grad_z = torch.zeros_like(z)
                 if spec.uld_weight > 0:
                     values, grad_m = _uld_rows(s_merged, t_merged, spec.top_k)
@@ -232,11 +229,11 @@ class _CrossVocabLoss(torch.autograd.Function):
                     del weighted, grad_m
                 del s_merged, t_merged
                 if spec.exact_weight > 0:
-                    values, grad_exact = _exact_rows(log_q, t_log_q, shared_pairs, shared_mask)
+                    values, grad_exact = _exact_rows(z, tz, shared_pairs)
                     sums[1] += values.sum()
                     grad_z.add_(grad_exact, alpha=spec.exact_weight)
                     del grad_exact
-                del log_q, t_log_q
+                del log_q, tz
                 if need_grad:
                     # Tempered logits are z / T and the loss carries T^2: net factor T on the gradient.
                     grad.index_add_(0, s_rows, grad_z.mul_(temperature))

@@ -7,6 +7,7 @@ from typing import Any
 
 from trl import SFTConfig
 
+from ..losses.cross_vocab import CrossVocabLossSpec
 from ..losses.divergences import DIVERGENCES
 from ..losses.token_kd import KDLossSpec
 from .schedules import scheduled_temperature
@@ -62,6 +63,18 @@ class KDConfig(SFTConfig):
             Run the teacher over the batch in slices of this many sequences to cap its activation memory.
         check_teacher_context (`bool`, defaults to `True`):
             Refuse batches longer than the teacher's `max_position_embeddings` instead of silently degrading.
+
+        > Cross-tokenizer distillation (teacher and student tokenizers differ; see docs/cross_tokenizer.md)
+
+        cross_tokenizer (`bool`, defaults to `False`):
+            Align the two tokenizations of the completion text and use a tokenizer-agnostic soft loss (ULD +
+            exact match on identical-text tokens) instead of `divergence`. Needs `teacher_processing_class`.
+        uld_weight (`float`, defaults to `1.0`):
+            Weight of the Universal Logit Distillation term (L1 between sorted probabilities).
+        exact_match_weight (`float`, defaults to `0.0`):
+            Weight of the KL term on tokens whose text is identical in both vocabularies (hybrid ULD).
+        uld_top_k (`int`, *optional*):
+            Compare only the top-k ranks in ULD (much faster with large vocabularies). Default: all ranks.
     """
 
     _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]
@@ -97,6 +110,14 @@ class KDConfig(SFTConfig):
     check_teacher_context: bool = field(
         default=True, metadata={"help": "Error on sequences longer than the teacher's context."}
     )
+    cross_tokenizer: bool = field(
+        default=False, metadata={"help": "Distill across different tokenizers (aligned ULD + exact-match loss)."}
+    )
+    uld_weight: float = field(default=1.0, metadata={"help": "Weight of the ULD term (cross_tokenizer)."})
+    exact_match_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the identical-token KL term (cross_tokenizer)."}
+    )
+    uld_top_k: int | None = field(default=None, metadata={"help": "ULD over the top-k ranks only (default: all)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -107,6 +128,18 @@ class KDConfig(SFTConfig):
             self.loss_spec(temperature=self.temperature_end)
         if self.teacher_micro_batch_size is not None and self.teacher_micro_batch_size < 1:
             raise ValueError(f"teacher_micro_batch_size must be >= 1, got {self.teacher_micro_batch_size}.")
+        if self.cross_tokenizer:
+            self.cross_vocab_spec()
+
+    def cross_vocab_spec(self, temperature: float | None = None) -> CrossVocabLossSpec:
+        """The cross-tokenizer soft-loss settings of this config, validated."""
+        return CrossVocabLossSpec(
+            temperature=self.temperature if temperature is None else temperature,
+            uld_weight=self.uld_weight,
+            exact_weight=self.exact_match_weight,
+            top_k=self.uld_top_k,
+            chunk_size=self.loss_chunk_size,
+        )
 
     def loss_spec(self, temperature: float | None = None) -> KDLossSpec:
         """The loss settings of this config (at `temperature`, default the configured one), validated."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -76,7 +77,10 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
         args: a `KDConfig`; a plain `TrainingArguments`/`SFTConfig` is converted with default KD settings.
         teacher_model: the teacher, a model or a Hub id / local path; defaults to
             `args.teacher_model_name_or_path`. It is frozen and never receives gradients.
-        teacher_processing_class: the teacher's tokenizer, used to check that both models share one.
+        teacher_processing_class: the teacher's tokenizer, used to check that both models share one, or, with
+            `args.cross_tokenizer=True`, to tokenize the text for the teacher (different tokenizers).
+        teacher_prompt_fn: with `cross_tokenizer`, rewrites the student's prompt text into the teacher's
+            format (e.g. its chat template); default: the teacher reads the same text.
         Everything else is passed to `SFTTrainer` unchanged (datasets in any of its formats, collators,
         callbacks, `peft_config` for a LoRA student, ...).
     """
@@ -94,6 +98,7 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
         *,
         teacher_model: str | PreTrainedModel | nn.Module | None = None,
         teacher_processing_class: Any = None,
+        teacher_prompt_fn: Callable[[str], str] | None = None,
         **sft_kwargs: Any,
     ) -> None:
         args = self._as_kd_config(model, args)
@@ -116,6 +121,8 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
         teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
         self.teacher_model: nn.Module | None = None
         self.teacher_processing_class = teacher_processing_class
+        self.cross_tokenizer = None  # a CrossTokenizerDistiller when args.cross_tokenizer
+        self._teacher_prompt_fn = teacher_prompt_fn
         if teacher_model is not None:
             self._setup_teacher(teacher_model, args)
         # No teacher model: learn from precomputed teacher columns if the datasets carry them.
@@ -150,7 +157,12 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
                 "teacher_model you passed is already instantiated. Pass its name or path, or quantize it yourself."
             )
         freeze(teacher)
-        self._check_teacher_vocabulary(teacher)
+        if args.cross_tokenizer:
+            from .cross_tokenizer import build_distiller
+
+            self.cross_tokenizer = build_distiller(self, teacher, self._teacher_prompt_fn)
+        else:
+            self._check_teacher_vocabulary(teacher)
         self.teacher_model = self._place_teacher(teacher)
 
     @staticmethod
@@ -209,9 +221,14 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
         if self.args.temperature_schedule != "constant" and model.training:
             self.loss_spec = self.args.loss_spec(temperature=self.current_temperature())
         model_inputs = {k: v for k, v in inputs.items() if k in MODEL_INPUT_KEYS}
-        targets = causal_targets(inputs["labels"])
-        teacher_signal = self.teacher_signal(inputs, model_inputs)
-        terms = self.student_terms(model, model_inputs, targets, teacher_signal)
+        if self.cross_tokenizer is not None:
+            from .cross_tokenizer import cross_tokenizer_terms
+
+            terms = cross_tokenizer_terms(self, model, inputs)
+        else:
+            targets = causal_targets(inputs["labels"])
+            teacher_signal = self.teacher_signal(inputs, model_inputs)
+            terms = self.student_terms(model, model_inputs, targets, teacher_signal)
 
         loss = self.normalise(terms.loss, terms.num_tokens, num_items_in_batch)
         self._accumulate_metrics(terms)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .chunk_grads import StudentGradients, scale_in_place
 from .token_kd import IGNORE_INDEX, KDLossSpec, KDLossTerms, LogitSource, _project, causal_targets
 
 SPARSE_MODES: tuple[str, ...] = ("topk", "sampled")
@@ -234,15 +235,10 @@ class _ChunkedSparseKD(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s_states, s_weight, s_bias, signal: SparseTeacherSignal, targets, rows, spec, vocab):
-        need_states, need_weight, need_bias = ctx.needs_input_grad[:3]
-        need_any = need_states or need_weight or need_bias
         temperature, alpha = spec.temperature, spec.alpha
-        device = s_states.device
-        grad_states = torch.zeros_like(s_states) if need_states else None
-        grad_weight = torch.zeros(s_weight.shape, dtype=torch.float32, device=device) if need_weight else None
-        grad_bias = torch.zeros(s_bias.shape, dtype=torch.float32, device=device) if need_bias else None
-
-        stats = torch.zeros(4, dtype=torch.float64, device=device)  # soft (= KL), hard, agree, kl
+        grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], vocab)
+        need_any = grads.needed
+        stats = torch.zeros(4, dtype=torch.float64, device=s_states.device)  # soft (= KL), hard, agree, kl
         step = spec.rows_per_chunk(vocab)
         for start in range(0, rows.numel(), step):
             chunk = slice(start, start + step)
@@ -267,32 +263,17 @@ class _ChunkedSparseKD(torch.autograd.Function):
             grad_z = terms.grad_z
             if grad_z is None:
                 continue
-            if s_weight is None:
-                if need_states:
-                    full_row = torch.zeros(chunk_rows.numel(), s_states.shape[1], dtype=s_states.dtype, device=device)
-                    full_row[:, :vocab] = grad_z.to(s_states.dtype)
-                    grad_states.index_copy_(0, chunk_rows, full_row)
-                continue
-            if need_states:
-                grad_h = grad_z.to(s_weight.dtype) @ s_weight[:vocab]
-                grad_states.index_copy_(0, chunk_rows, grad_h.to(s_states.dtype))
-            if need_weight:
-                grad_weight[:vocab].addmm_(grad_z.t(), s_states.index_select(0, chunk_rows).float())
-            if need_bias:
-                grad_bias[:vocab] += grad_z.sum(0)
+            grads.add(grad_z, chunk_rows)
 
-        ctx.grads = (
-            grad_states,
-            None if grad_weight is None else grad_weight.to(s_weight.dtype),
-            None if grad_bias is None else grad_bias.to(s_bias.dtype),
-        )
+        ctx.grads = grads.finish()
         loss = (alpha * temperature**2 * stats[0] + (1.0 - alpha) * stats[1]).float()
         ctx.mark_non_differentiable(stats)
         return loss, stats
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_stats):
-        scaled = tuple(None if g is None else g * grad_loss.to(g.dtype) for g in ctx.grads)
+        scaled = scale_in_place(ctx.grads, grad_loss)
+        ctx.grads = None
         return (*scaled, None, None, None, None, None)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .chunk_grads import StudentGradients, scale_in_place
 from .divergences import DivergenceParams, check_divergence, divergence_rows
 
 IGNORE_INDEX = -100
@@ -145,16 +146,10 @@ class _ChunkedTokenKD(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s_states, s_weight, s_bias, t_states, t_weight, t_bias, targets, rows, spec: KDLossSpec, vocab):
-        need_states, need_weight, need_bias = ctx.needs_input_grad[:3]
-        need_any = need_states or need_weight or need_bias
         temperature, alpha = spec.temperature, spec.alpha
-        device = s_states.device
-
-        grad_states = torch.zeros_like(s_states) if need_states else None
-        grad_weight = torch.zeros(s_weight.shape, dtype=torch.float32, device=device) if need_weight else None
-        grad_bias = torch.zeros(s_bias.shape, dtype=torch.float32, device=device) if need_bias else None
-
-        stats = torch.zeros(4, dtype=torch.float64, device=device)  # soft, hard, agree, kl
+        grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], vocab)
+        need_any = grads.needed
+        stats = torch.zeros(4, dtype=torch.float64, device=s_states.device)  # soft, hard, agree, kl
         need_soft_grad = need_any and alpha > 0
         step = spec.rows_per_chunk(vocab)
         for chunk_rows, selector in _row_chunks(rows, step):
@@ -191,20 +186,8 @@ class _ChunkedTokenKD(torch.autograd.Function):
             if grad_z is None:  # alpha == 0 with nothing else to learn from: a zero gradient, not an error
                 continue
 
-            if s_weight is None:
-                if need_states:
-                    full_row = torch.zeros(chunk_rows.numel(), s_states.shape[1], dtype=s_states.dtype, device=device)
-                    full_row[:, :vocab] = grad_z.to(s_states.dtype)
-                    grad_states.index_copy_(0, chunk_rows, full_row)
-                continue
-            if need_states:
-                grad_h = grad_z.to(s_weight.dtype) @ s_weight[:vocab]
-                grad_states.index_copy_(0, chunk_rows, grad_h.to(s_states.dtype))
-            if need_weight:
-                picked_states = _pick_rows(s_states, selector).float()
-                grad_weight[:vocab].addmm_(grad_z.t(), picked_states)
-            if need_bias:
-                grad_bias[:vocab] += grad_z.sum(0)
+            picked = _pick_rows(s_states, selector) if s_weight is not None and grads.grad_weight is not None else None
+            grads.add(grad_z, chunk_rows, picked)
 
         # NaN/Inf teacher logits make the divergence non-finite; checking the sum costs one sync per batch
         # instead of a full pass over every chunk.
@@ -213,20 +196,14 @@ class _ChunkedTokenKD(torch.autograd.Function):
                 "The distillation loss is not finite: teacher (or student) logits contain NaN/Inf on target "
                 "positions; check the teacher's dtype (fp16 overflow) or the precomputed columns."
             )
-        ctx.grads = (
-            grad_states,
-            None if grad_weight is None else grad_weight.to(s_weight.dtype),
-            None if grad_bias is None else grad_bias.to(s_bias.dtype),
-        )
+        ctx.grads = grads.finish()
         loss = (alpha * temperature**2 * stats[0] + (1.0 - alpha) * stats[1]).float()
         ctx.mark_non_differentiable(stats)
         return loss, stats
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_stats):
-        # Scaled in place: the stored gradients are used exactly once, and a copy of a (vocab x hidden)
-        # weight gradient would be the largest allocation of the whole loss.
-        scaled = tuple(None if g is None else g.mul_(grad_loss.to(g.dtype)) for g in ctx.grads)
+        scaled = scale_in_place(ctx.grads, grad_loss)
         ctx.grads = None
         return (*scaled, None, None, None, None, None, None, None)
 

@@ -72,10 +72,11 @@ def make_text_dataset(num_rows: int = 16, vocab_size: int = 64, seed: int = 0, m
     return Dataset.from_dict({"text": texts})
 
 
-def kd_args(output_dir, **overrides):
-    """KDConfig defaults for fast deterministic CPU tests."""
+def kd_args(output_dir, config_class=None, **overrides):
+    """Config (KDConfig by default) with settings for fast deterministic CPU tests."""
     from hf_distill import KDConfig
 
+    config_class = config_class or KDConfig
     values = dict(
         output_dir=str(output_dir),
         max_steps=2,
@@ -96,4 +97,4 @@ def kd_args(output_dir, **overrides):
         disable_tqdm=True,
     )
     values.update(overrides)
-    return KDConfig(**values)
+    return config_class(**values)

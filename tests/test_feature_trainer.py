@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import make_text_dataset, make_tiny_llama, make_word_tokenizer
+from conftest import kd_args, make_text_dataset, make_tiny_llama, make_word_tokenizer
 from transformers import AutoModelForCausalLM
 
 from hf_distill.features import PROJECTIONS_FILE
@@ -16,27 +16,7 @@ from hf_distill.trainers.feature_trainer import FeatureKDTrainer
 
 
 def feature_args(output_dir, **overrides) -> FeatureKDConfig:
-    values = dict(
-        output_dir=str(output_dir),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        learning_rate=1e-2,
-        lr_scheduler_type="constant",
-        logging_steps=1,
-        report_to=[],
-        bf16=False,
-        use_cpu=True,
-        activation_checkpointing=False,
-        save_strategy="no",
-        dataloader_num_workers=0,
-        seed=0,
-        data_seed=0,
-        temperature=2.0,
-        alpha=0.5,
-        disable_tqdm=True,
-    )
-    values.update(overrides)
-    return FeatureKDConfig(**values)
+    return kd_args(output_dir, config_class=FeatureKDConfig, **overrides)
 
 
 def build(tmp_path, student=None, teacher=None, peft_config=None, **overrides) -> FeatureKDTrainer:

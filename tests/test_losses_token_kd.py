@@ -220,3 +220,20 @@ def test_non_finite_teacher_logits_are_rejected():
 def test_causal_targets_shift_left():
     labels = torch.tensor([[5, 6, 7], [8, -100, 9]])
     assert causal_targets(labels).tolist() == [6, 7, -100, -100, 9, -100]
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.3])
+def test_metrics_off_keeps_loss_and_gradient(alpha):
+    gen = torch.Generator().manual_seed(8)
+    student = torch.randn(2, 6, 11, generator=gen, requires_grad=True)
+    teacher = torch.randn(2, 6, 11, generator=gen)
+    labels = torch.randint(0, 11, (2, 6), generator=gen)
+    spec = KDLossSpec(temperature=2.0, alpha=alpha, with_metrics=False, chunk_size=4)
+    terms = token_kd_loss_from_logits(student, teacher, labels, spec)
+    terms.loss.backward()
+    ref_student = student.detach().double().requires_grad_(True)
+    ref = reference_batch_loss(ref_student, teacher, labels, "forward_kl", 2.0, alpha)
+    ref.backward()
+    assert terms.loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    torch.testing.assert_close(student.grad.double(), ref_student.grad, rtol=1e-5, atol=1e-7)
+    assert terms.top1_agree.item() == 0.0  # not computed

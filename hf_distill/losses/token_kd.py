@@ -37,6 +37,8 @@ class KDLossSpec:
     beta: float = 0.5
     skew: float = 0.1
     chunk_size: int | None = None
+    # Top-1 agreement, the KL metric and the CE value when alpha == 1 cost extra passes over each chunk.
+    with_metrics: bool = True
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -157,11 +159,13 @@ class _ChunkedTokenKD(torch.autograd.Function):
             with torch.no_grad():
                 tz = _project(t_states, t_weight, t_bias, selector, vocab)
             chunk_targets = targets.index_select(0, chunk_rows).unsqueeze(1)
-            stats[2] += (z.argmax(-1) == tz.argmax(-1)).sum()
+            if spec.with_metrics:
+                stats[2] += (z.argmax(-1) == tz.argmax(-1)).sum()
 
             # Hard term at T = 1. Its gradient (softmax(z) - onehot) is formed first, while z is intact, so the
             # divergence below may overwrite z and tz in place: at most ~5 (rows x vocab) buffers are alive.
-            stats[1] += (torch.logsumexp(z, -1) - z.gather(1, chunk_targets).squeeze(1)).sum()
+            if spec.with_metrics or alpha < 1.0:
+                stats[1] += (torch.logsumexp(z, -1) - z.gather(1, chunk_targets).squeeze(1)).sum()
             grad_z = None
             if need_any and alpha < 1.0:
                 grad_z = z.softmax(-1)
@@ -170,7 +174,7 @@ class _ChunkedTokenKD(torch.autograd.Function):
             if temperature != 1.0:
                 z.div_(temperature)
                 tz.div_(temperature)
-            if spec.divergence != "forward_kl":
+            if spec.with_metrics and spec.divergence != "forward_kl":
                 stats[3] += divergence_rows("forward_kl", z, tz, need_grad=False).values.sum()
             soft = divergence_rows(spec.divergence, z, tz, spec.params, need_soft_grad, overwrite_inputs=True)
             del z, tz

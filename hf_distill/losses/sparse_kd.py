@@ -338,14 +338,7 @@ def sparse_kd_loss(
     loss, stats = _ChunkedSparseKD.apply(
         student.states, student.head_weight, student.head_bias, picked, row_targets, rows, spec, vocab
     )
-    return KDLossTerms(
-        loss=loss,
-        soft_sum=stats[0].float(),
-        hard_sum=stats[1].float(),
-        num_tokens=torch.tensor(rows.numel(), device=loss.device),
-        top1_agree=stats[2].float(),
-        kl_sum=stats[3].float(),
-    )
+    return KDLossTerms.from_stats(loss, stats, rows.numel())
 
 
 def sparse_kd_loss_from_logits(

@@ -102,6 +102,18 @@ class KDLossTerms:
     top1_agree: Tensor
     kl_sum: Tensor
 
+    @classmethod
+    def from_stats(cls, loss: Tensor, stats: Tensor, num_tokens: int) -> KDLossTerms:
+        """From a chunked loss's (soft, hard, agree, kl) float64 statistics vector."""
+        return cls(
+            loss=loss,
+            soft_sum=stats[0].float(),
+            hard_sum=stats[1].float(),
+            num_tokens=torch.tensor(num_tokens, device=loss.device),
+            top1_agree=stats[2].float(),
+            kl_sum=stats[3].float(),
+        )
+
 
 def causal_targets(labels: Tensor) -> Tensor:
     """Targets aligned with each position's logits: position i predicts labels[i + 1]. Flattened."""
@@ -241,14 +253,7 @@ def token_kd_loss(student: LogitSource, teacher: LogitSource, targets: Tensor, s
         spec,
         vocab,
     )
-    return KDLossTerms(
-        loss=loss,
-        soft_sum=stats[0].float(),
-        hard_sum=stats[1].float(),
-        num_tokens=torch.tensor(rows.numel(), device=loss.device),
-        top1_agree=stats[2].float(),
-        kl_sum=stats[3].float(),
-    )
+    return KDLossTerms.from_stats(loss, stats, rows.numel())
 
 
 def token_kd_loss_from_logits(

@@ -66,3 +66,8 @@ def scale_in_place(grads: tuple[Tensor | None, ...], grad_output: Tensor) -> tup
     allocation of the whole loss.
     """
     return tuple(None if g is None else g.mul_(grad_output.to(g.dtype)) for g in grads)
+
+
+def combined_loss(stats: Tensor, alpha: float, temperature: float) -> Tensor:
+    """alpha * T^2 * soft + (1 - alpha) * hard from a chunked loss's (soft, hard, ...) float64 statistics."""
+    return (alpha * temperature**2 * stats[0] + (1.0 - alpha) * stats[1]).float()

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .chunk_grads import StudentGradients, scale_in_place
+from .chunk_grads import StudentGradients, combined_loss, scale_in_place
 from .token_kd import IGNORE_INDEX, KDLossSpec, KDLossTerms, LogitSource, _project, causal_targets
 
 SPARSE_MODES: tuple[str, ...] = ("topk", "sampled")
@@ -266,7 +266,7 @@ class _ChunkedSparseKD(torch.autograd.Function):
             grads.add(grad_z, chunk_rows)
 
         ctx.grads = grads.finish()
-        loss = (alpha * temperature**2 * stats[0] + (1.0 - alpha) * stats[1]).float()
+        loss = combined_loss(stats, alpha, temperature)
         ctx.mark_non_differentiable(stats)
         return loss, stats
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .chunk_grads import StudentGradients, scale_in_place
+from .chunk_grads import StudentGradients, combined_loss, scale_in_place
 from .divergences import DivergenceParams, check_divergence, divergence_rows
 
 IGNORE_INDEX = -100
@@ -213,7 +213,7 @@ class _ChunkedTokenKD(torch.autograd.Function):
                 "positions; check the teacher's dtype (fp16 overflow) or the precomputed columns."
             )
         ctx.grads = grads.finish()
-        loss = (alpha * temperature**2 * stats[0] + (1.0 - alpha) * stats[1]).float()
+        loss = combined_loss(stats, alpha, temperature)
         ctx.mark_non_differentiable(stats)
         return loss, stats
 

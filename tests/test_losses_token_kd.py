@@ -149,6 +149,46 @@ def test_fused_hidden_state_form_equals_logits_form_including_weight_gradient():
     torch.testing.assert_close(w.grad.double(), w64.grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("masked", [False, True], ids=["contiguous-rows", "masked-rows"])
+@pytest.mark.parametrize("teacher_form", ["logits", "hidden"])
+@pytest.mark.parametrize("chunk_size", [5, None])
+def test_blocks_smaller_than_chunks_equal_float64_reference(monkeypatch, masked, teacher_form, chunk_size):
+    """Chunks are projected once and then worked through in row blocks: force 2-row blocks so that every
+    chunk spans several blocks (and ends in a partial one), for both teacher forms and both row layouts."""
+    import hf_distill.losses.token_kd as token_kd_module
+
+    gen = torch.Generator().manual_seed(11)
+    tokens, hidden, vocab, temperature, alpha = 13, 6, 17, 2.0, 0.6
+    monkeypatch.setattr(token_kd_module, "BLOCK_ELEMENTS", 2 * vocab)
+    h = torch.randn(tokens, hidden, generator=gen, requires_grad=True)
+    w = torch.randn(vocab, hidden, generator=gen, requires_grad=True)
+    th = torch.randn(tokens, 4, generator=gen)
+    tw = torch.randn(vocab, 4, generator=gen) * 2
+    t_logits = th @ tw.t()
+    targets = torch.randint(0, vocab, (tokens,), generator=gen)
+    if masked:
+        targets[[0, 4, 5, 11]] = -100
+    teacher = LogitSource(t_logits) if teacher_form == "logits" else LogitSource(th, tw)
+    spec = KDLossSpec(divergence="forward_kl", temperature=temperature, alpha=alpha, chunk_size=chunk_size)
+
+    terms = token_kd_loss(LogitSource(h, w), teacher, targets, spec)
+    terms.loss.backward()
+
+    h64 = h.detach().double().requires_grad_(True)
+    w64 = w.detach().double().requires_grad_(True)
+    s = h64 @ w64.t()
+    valid = targets != -100
+    d = reference_divergence("forward_kl", s[valid] / temperature, t_logits.double()[valid] / temperature)
+    ce = torch.nn.functional.cross_entropy(s[valid], targets[valid], reduction="sum")
+    ref = alpha * temperature**2 * d.sum() + (1 - alpha) * ce
+    ref.backward()
+    assert terms.loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert terms.hard_sum.item() == pytest.approx(ce.item(), rel=1e-6)
+    assert terms.top1_agree.item() == int((s[valid].argmax(-1) == t_logits[valid].argmax(-1)).sum())
+    torch.testing.assert_close(h.grad.double(), h64.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(w.grad.double(), w64.grad, rtol=1e-5, atol=1e-6)
+
+
 def test_bf16_inputs_are_evaluated_in_float32():
     gen = torch.Generator().manual_seed(5)
     student = torch.randn(1, 5, 9, generator=gen).bfloat16().requires_grad_(True)

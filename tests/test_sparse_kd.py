@@ -90,7 +90,12 @@ def make_sampled(teacher, num_samples, temperature, gen):
 
 
 @pytest.mark.parametrize("temperature,alpha", [(1.0, 0.5), (2.0, 0.7), (0.7, 1.0), (1.0, 0.0)])
-def test_topk_with_full_vocabulary_equals_dense_loss_and_gradient(temperature, alpha):
+@pytest.mark.parametrize("block_rows", [None, 3], ids=["default-blocks", "3-row-blocks"])
+def test_topk_with_full_vocabulary_equals_dense_loss_and_gradient(monkeypatch, temperature, alpha, block_rows):
+    if block_rows is not None:  # each projected 4-row chunk is worked through in 3-row blocks
+        import hf_distill.losses.token_kd as token_kd_module
+
+        monkeypatch.setattr(token_kd_module, "BLOCK_ELEMENTS", block_rows * VOCAB)
     student, teacher, labels = _logits(0), _logits(1), _labels()
     spec = KDLossSpec(temperature=temperature, alpha=alpha, chunk_size=4)
     s = student.clone().requires_grad_(True)

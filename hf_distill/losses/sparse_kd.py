@@ -239,31 +239,34 @@ class _ChunkedSparseKD(torch.autograd.Function):
         grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], vocab)
         need_any = grads.needed
         stats = torch.zeros(4, dtype=torch.float64, device=s_states.device)  # soft (= KL), hard, agree, kl
-        step = spec.rows_per_chunk(vocab)
-        for start in range(0, rows.numel(), step):
-            chunk = slice(start, start + step)
+        plan = spec.chunk_plan(vocab)
+        for start in range(0, rows.numel(), plan.rows):
+            chunk = slice(start, start + plan.rows)
             chunk_rows = rows[chunk]
+            # One projection per chunk, then cache-sized blocks; each block leaves its gradient in z.
             z = _project(s_states, s_weight, s_bias, chunk_rows, vocab)
-            terms = _chunk_terms(
-                z,
-                signal.ids[chunk],
-                signal.weights[chunk],
-                None if signal.tail_mass is None else signal.tail_mass[chunk],
-                signal.entropy[chunk],
-                targets[chunk].unsqueeze(1),
-                temperature,
-                alpha,
-                need_any,
-            )
+            for block in plan.blocks(chunk_rows.numel()):
+                part = slice(start + block.start, start + block.stop)
+                terms = _chunk_terms(
+                    z[block],
+                    signal.ids[part],
+                    signal.weights[part],
+                    None if signal.tail_mass is None else signal.tail_mass[part],
+                    signal.entropy[part],
+                    targets[part].unsqueeze(1),
+                    temperature,
+                    alpha,
+                    need_any,
+                )
+                stats[0] += terms.kl_sum
+                stats[1] += terms.hard_sum
+                stats[2] += terms.agree
+                stats[3] += terms.kl_sum
+                if terms.grad_z is not None:
+                    z[block].copy_(terms.grad_z)
+            if need_any:
+                grads.add(z, chunk_rows)
             del z
-            stats[0] += terms.kl_sum
-            stats[1] += terms.hard_sum
-            stats[2] += terms.agree
-            stats[3] += terms.kl_sum
-            grad_z = terms.grad_z
-            if grad_z is None:
-                continue
-            grads.add(grad_z, chunk_rows)
 
         ctx.grads = grads.finish()
         loss = combined_loss(stats, alpha, temperature)

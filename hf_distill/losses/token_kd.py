@@ -22,9 +22,13 @@ from .chunk_grads import StudentGradients, combined_loss, scale_in_place
 from .divergences import DivergenceParams, check_divergence, divergence_rows
 
 IGNORE_INDEX = -100
-# float32 elements per (chunk x vocab) buffer: 64 MB each, at most ~5 alive at once. Smaller chunks save
-# memory but make the lm_head matmuls less efficient (small-M GEMMs); see BENCHMARKS.md.
+# float32 elements per (chunk x vocab) buffer for code that keeps several whole-chunk temporaries: 64 MB.
 DEFAULT_CHUNK_ELEMENTS = 1 << 24
+# The dense and sparse losses project a chunk once (one or two buffers, 256 MB in all) and then work through
+# it in row blocks of 4 MB. The large chunk keeps the lm_head matmuls efficient (a GEMM with few rows runs far
+# below peak on CPUs); the small blocks keep every elementwise temporary in cache. See BENCHMARKS.md.
+PROJECTED_CHUNK_ELEMENTS = 1 << 26
+BLOCK_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,28 @@ class KDLossSpec:
         if self.chunk_size is not None:
             return self.chunk_size
         return max(8, DEFAULT_CHUNK_ELEMENTS // max(vocab_size, 1))
+
+    def chunk_plan(self, vocab_size: int, projected_buffers: int = 1) -> ChunkPlan:
+        """Rows per projected chunk and per elementwise block, for losses that project ``projected_buffers``
+        (rows x vocab) tensors per chunk and then work through them block by block."""
+        vocab_size = max(vocab_size, 1)
+        block = max(1, BLOCK_ELEMENTS // vocab_size)
+        if self.chunk_size is not None:
+            return ChunkPlan(rows=self.chunk_size, block_rows=min(block, self.chunk_size))
+        rows = max(block, PROJECTED_CHUNK_ELEMENTS // (vocab_size * projected_buffers))
+        return ChunkPlan(rows=rows, block_rows=block)
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How a chunked loss walks the valid rows: ``rows`` per projected chunk, ``block_rows`` per block."""
+
+    rows: int
+    block_rows: int
+
+    def blocks(self, count: int) -> list[slice]:
+        """Row slices covering ``range(count)`` (one chunk) block by block."""
+        return [slice(start, min(start + self.block_rows, count)) for start in range(0, count, self.block_rows)]
 
 
 @dataclass
@@ -134,13 +160,25 @@ def _project(
     source_states: Tensor, weight: Tensor | None, bias: Tensor | None, rows: Tensor | slice, vocab: int
 ) -> Tensor:
     """float32 logits of the chosen rows, always a fresh tensor the caller may overwrite."""
-    picked = _pick_rows(source_states, rows)
     if weight is None:
-        return picked[:, :vocab].float()
-    logits = picked @ weight[:vocab].t()
+        return source_states[rows][:, :vocab].to(torch.float32, copy=True)
+    logits = source_states[rows] @ weight[:vocab].t()
     if bias is not None:
-        logits = logits + bias[:vocab]
+        logits.add_(bias[:vocab])
     return logits.float()
+
+
+def _teacher_block(
+    states: Tensor, projected: Tensor | None, selector: Tensor | slice, block: slice, vocab: int
+) -> Tensor:
+    """A fresh float32 copy of one block of teacher logits: from the chunk's projection when the teacher
+    came as hidden states, else straight from the teacher's logits (any dtype, converted per block)."""
+    if projected is not None:
+        return projected[block]
+    if isinstance(selector, slice):
+        first = selector.start + block.start
+        return states[first : first + block.stop - block.start, :vocab].to(torch.float32, copy=True)
+    return states[selector[block], :vocab].to(torch.float32, copy=True)
 
 
 def _row_chunks(rows: Tensor, step: int) -> list[tuple[Tensor, Tensor | slice]]:
@@ -155,55 +193,71 @@ def _row_chunks(rows: Tensor, step: int) -> list[tuple[Tensor, Tensor | slice]]:
     return chunks
 
 
+def _block_terms(z: Tensor, tz: Tensor, targets: Tensor, spec: KDLossSpec, stats: Tensor, need_grad: bool) -> None:
+    """Add one block's statistics to ``stats`` and, with ``need_grad``, overwrite ``z`` with d(loss)/dz.
+
+    ``z`` (a view into the chunk's student logits) and ``tz`` are float32 (block x vocab) and both are used as
+    scratch space.
+    """
+    temperature, alpha = spec.temperature, spec.alpha
+    targets = targets.unsqueeze(1)
+    if spec.with_metrics:
+        stats[2] += (z.argmax(-1) == tz.argmax(-1)).sum()
+    # Hard term at T = 1. Its gradient (softmax(z) - onehot) is formed first, while z is intact, so the
+    # divergence below may overwrite z and tz in place.
+    if spec.with_metrics or alpha < 1.0:
+        stats[1] += (torch.logsumexp(z, -1) - z.gather(1, targets).squeeze(1)).sum()
+    grad_hard = None
+    if need_grad and alpha < 1.0:
+        grad_hard = z.softmax(-1)
+        grad_hard.scatter_add_(1, targets, torch.full_like(targets, -1.0, dtype=grad_hard.dtype))
+        grad_hard.mul_(1.0 - alpha)
+    if temperature != 1.0:
+        z.div_(temperature)
+        tz.div_(temperature)
+    if spec.with_metrics and spec.divergence != "forward_kl":
+        stats[3] += divergence_rows("forward_kl", z, tz, need_grad=False).values.sum()
+    soft = divergence_rows(spec.divergence, z, tz, spec.params, need_grad and alpha > 0, overwrite_inputs=True)
+    stats[0] += soft.values.sum()
+    if spec.divergence == "forward_kl":
+        stats[3] += soft.values.sum()
+    if not need_grad:
+        return
+    grad = grad_hard
+    if soft.grad_s is not None:
+        grad = soft.grad_s.mul_(alpha * temperature)
+        if grad_hard is not None:
+            grad.add_(grad_hard)
+    if grad is None:  # defensive: never leave logits where a gradient is expected
+        z.zero_()
+    elif grad is not z:
+        z.copy_(grad)
+
+
 class _ChunkedTokenKD(torch.autograd.Function):
     """Chunked forward that also produces the input gradients; backward only rescales them."""
 
     @staticmethod
     def forward(ctx, s_states, s_weight, s_bias, t_states, t_weight, t_bias, targets, rows, spec: KDLossSpec, vocab):
-        temperature, alpha = spec.temperature, spec.alpha
         grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], vocab)
-        need_any = grads.needed
+        need_grad = grads.needed
         stats = torch.zeros(4, dtype=torch.float64, device=s_states.device)  # soft, hard, agree, kl
-        need_soft_grad = need_any and alpha > 0
-        step = spec.rows_per_chunk(vocab)
-        for chunk_rows, selector in _row_chunks(rows, step):
+        plan = spec.chunk_plan(vocab, projected_buffers=1 if t_weight is None else 2)
+        for chunk_rows, selector in _row_chunks(rows, plan.rows):
+            # One projection per chunk (efficient GEMMs), then cache-sized blocks for everything elementwise;
+            # each block leaves its logit gradient in z, so the chunk ends holding d(loss)/dz.
             z = _project(s_states, s_weight, s_bias, selector, vocab)
             with torch.no_grad():
-                tz = _project(t_states, t_weight, t_bias, selector, vocab)
-            chunk_targets = targets.index_select(0, chunk_rows).unsqueeze(1)
-            if spec.with_metrics:
-                stats[2] += (z.argmax(-1) == tz.argmax(-1)).sum()
-
-            # Hard term at T = 1. Its gradient (softmax(z) - onehot) is formed first, while z is intact, so the
-            # divergence below may overwrite z and tz in place: at most ~5 (rows x vocab) buffers are alive.
-            if spec.with_metrics or alpha < 1.0:
-                stats[1] += (torch.logsumexp(z, -1) - z.gather(1, chunk_targets).squeeze(1)).sum()
-            grad_z = None
-            if need_any and alpha < 1.0:
-                grad_z = z.softmax(-1)
-                grad_z.scatter_add_(1, chunk_targets, torch.full_like(chunk_targets, -1.0, dtype=grad_z.dtype))
-                grad_z.mul_(1.0 - alpha)
-            if temperature != 1.0:
-                z.div_(temperature)
-                tz.div_(temperature)
-            if spec.with_metrics and spec.divergence != "forward_kl":
-                stats[3] += divergence_rows("forward_kl", z, tz, need_grad=False).values.sum()
-            soft = divergence_rows(spec.divergence, z, tz, spec.params, need_soft_grad, overwrite_inputs=True)
-            del z, tz
-            stats[0] += soft.values.sum()
-            if spec.divergence == "forward_kl":
-                stats[3] += soft.values.sum()
-            if not need_any:
-                continue
-            if soft.grad_s is not None:
-                soft_grad = soft.grad_s.mul_(alpha * temperature)
-                grad_z = soft_grad if grad_z is None else grad_z.add_(soft_grad)
-            del soft
-            if grad_z is None:  # alpha == 0 with nothing else to learn from: a zero gradient, not an error
-                continue
-
-            picked = _pick_rows(s_states, selector) if s_weight is not None and grads.grad_weight is not None else None
-            grads.add(grad_z, chunk_rows, picked)
+                tz = None if t_weight is None else _project(t_states, t_weight, t_bias, selector, vocab)
+            chunk_targets = targets.index_select(0, chunk_rows)
+            for block in plan.blocks(chunk_rows.numel()):
+                t_block = _teacher_block(t_states, tz, selector, block, vocab)
+                _block_terms(z[block], t_block, chunk_targets[block], spec, stats, need_grad)
+            del tz
+            if need_grad:
+                need_rows = s_weight is not None and grads.grad_weight is not None
+                grads.add(z, chunk_rows, _pick_rows(s_states, selector) if need_rows else None)
+            del z
 
         # NaN/Inf teacher logits make the divergence non-finite; checking the sum costs one sync per batch
         # instead of a full pass over every chunk.
@@ -213,7 +267,7 @@ class _ChunkedTokenKD(torch.autograd.Function):
                 "positions; check the teacher's dtype (fp16 overflow) or the precomputed columns."
             )
         ctx.grads = grads.finish()
-        loss = combined_loss(stats, alpha, temperature)
+        loss = combined_loss(stats, spec.alpha, spec.temperature)
         ctx.mark_non_differentiable(stats)
         return loss, stats
 

@@ -277,3 +277,22 @@ def test_metrics_off_keeps_loss_and_gradient(alpha):
     assert terms.loss.item() == pytest.approx(ref.item(), rel=1e-6)
     torch.testing.assert_close(student.grad.double(), ref_student.grad, rtol=1e-5, atol=1e-7)
     assert terms.top1_agree.item() == 0.0  # not computed
+
+
+@pytest.mark.parametrize("device_type", ["cpu", "cuda"])
+@pytest.mark.parametrize("vocab", [1000, 128_256, 262_144])
+def test_chunk_plan_bounds_buffer_sizes(device_type, vocab):
+    import hf_distill.losses.token_kd as token_kd_module
+
+    spec = KDLossSpec()
+    for buffers in (1, 2):
+        plan = spec.chunk_plan(vocab, buffers, device_type)
+        assert plan.rows * vocab * buffers <= token_kd_module.PROJECTED_CHUNK_ELEMENTS
+        assert 1 <= plan.block_rows <= plan.rows
+    cpu_block = spec.chunk_plan(vocab, 1, "cpu").block_rows * vocab * 4
+    assert cpu_block <= 4 << 20  # fits in a CPU's last-level cache with room for the other temporaries
+    assert spec.chunk_plan(vocab, 1, "cuda").block_rows >= spec.chunk_plan(vocab, 1, "cpu").block_rows
+    explicit = KDLossSpec(chunk_size=3).chunk_plan(vocab, 2, device_type)
+    assert explicit.rows == 3 and explicit.block_rows <= 3
+    covered = [row for block in explicit.blocks(7) for row in range(7)[block]]
+    assert covered == list(range(7))  # every row once, in order

@@ -239,7 +239,7 @@ class _ChunkedSparseKD(torch.autograd.Function):
         grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], vocab)
         need_any = grads.needed
         stats = torch.zeros(4, dtype=torch.float64, device=s_states.device)  # soft (= KL), hard, agree, kl
-        plan = spec.chunk_plan(vocab)
+        plan = spec.chunk_plan(vocab, device_type=s_states.device.type)
         for start in range(0, rows.numel(), plan.rows):
             chunk = slice(start, start + plan.rows)
             chunk_rows = rows[chunk]

@@ -25,10 +25,12 @@ IGNORE_INDEX = -100
 # float32 elements per (chunk x vocab) buffer for code that keeps several whole-chunk temporaries: 64 MB.
 DEFAULT_CHUNK_ELEMENTS = 1 << 24
 # The dense and sparse losses project a chunk once (one or two buffers, 256 MB in all) and then work through
-# it in row blocks of 4 MB. The large chunk keeps the lm_head matmuls efficient (a GEMM with few rows runs far
-# below peak on CPUs); the small blocks keep every elementwise temporary in cache. See BENCHMARKS.md.
+# it in row blocks. The large chunk keeps the lm_head matmuls efficient (a GEMM with few rows runs far below
+# peak on CPUs); on CPU, 4 MB blocks keep every elementwise temporary in cache. Accelerators have no cache
+# to fit, and pay a kernel launch per operation per block, so they take 64 MB blocks. See BENCHMARKS.md.
 PROJECTED_CHUNK_ELEMENTS = 1 << 26
 BLOCK_ELEMENTS = 1 << 20
+ACCELERATOR_BLOCK_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,12 @@ class KDLossSpec:
             return self.chunk_size
         return max(8, DEFAULT_CHUNK_ELEMENTS // max(vocab_size, 1))
 
-    def chunk_plan(self, vocab_size: int, projected_buffers: int = 1) -> ChunkPlan:
+    def chunk_plan(self, vocab_size: int, projected_buffers: int = 1, device_type: str = "cpu") -> ChunkPlan:
         """Rows per projected chunk and per elementwise block, for losses that project ``projected_buffers``
         (rows x vocab) tensors per chunk and then work through them block by block."""
         vocab_size = max(vocab_size, 1)
-        block = max(1, BLOCK_ELEMENTS // vocab_size)
+        block_elements = BLOCK_ELEMENTS if device_type == "cpu" else ACCELERATOR_BLOCK_ELEMENTS
+        block = max(1, block_elements // vocab_size)
         if self.chunk_size is not None:
             return ChunkPlan(rows=self.chunk_size, block_rows=min(block, self.chunk_size))
         rows = max(block, PROJECTED_CHUNK_ELEMENTS // (vocab_size * projected_buffers))
@@ -242,7 +245,7 @@ class _ChunkedTokenKD(torch.autograd.Function):
         grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], vocab)
         need_grad = grads.needed
         stats = torch.zeros(4, dtype=torch.float64, device=s_states.device)  # soft, hard, agree, kl
-        plan = spec.chunk_plan(vocab, projected_buffers=1 if t_weight is None else 2)
+        plan = spec.chunk_plan(vocab, 1 if t_weight is None else 2, s_states.device.type)
         for chunk_rows, selector in _row_chunks(rows, plan.rows):
             # One projection per chunk (efficient GEMMs), then cache-sized blocks for everything elementwise;
             # each block leaves its logit gradient in z, so the chunk ends holding d(loss)/dz.

@@ -41,8 +41,9 @@ class KDConfig(SFTConfig):
         skew_lambda (`float`, defaults to `0.1`):
             Mixing weight of the skew KL variants, in [0, 1).
         loss_chunk_size (`int`, *optional*):
-            Token positions evaluated at once by the loss. Default: chosen from the vocabulary size so that each
-            float32 (chunk x vocab) temporary stays near 32 MB.
+            Token positions whose logits the loss projects at once. Default: chosen from the vocabulary size so
+            that the projected float32 (chunk x vocab) logits take about 256 MB; the elementwise work then runs
+            in cache-sized blocks of those rows.
         fused_lm_head (`bool`, *optional*):
             Compute the loss from hidden states and the `lm_head` weight so full logits are never built. Default:
             on, except under DeepSpeed ZeRO-3 and FSDP (whose sharded `lm_head` is only whole inside the module's

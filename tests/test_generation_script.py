@@ -1,4 +1,5 @@
-"""scripts/generate_teacher_completions.py: loads a local teacher and a JSONL prompt file, writes completions."""
+"""`hf-distill generate` and scripts/generate_teacher_completions.py: a local teacher and a JSONL prompt file in,
+completions out."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 from conftest import make_tiny_llama
 from test_generation_tokenizer import char_tokenizer
 
+from hf_distill.cli import main as hf_distill_cli
 from hf_distill.teachers.generation import generate_teacher_completions
 from hf_distill.teachers.generation_config import TeacherGenerationConfig
 from hf_distill.teachers.resumable import load_sharded
@@ -23,7 +26,8 @@ def _load_script():
     return module
 
 
-def test_script_matches_the_function(tmp_path, capsys):
+@pytest.mark.parametrize("entry", ["script", "cli"])
+def test_script_matches_the_function(tmp_path, capsys, entry):
     teacher, tok = make_tiny_llama(seed=6), char_tokenizer()
     teacher.save_pretrained(tmp_path / "teacher")
     tok.save_pretrained(tmp_path / "teacher")
@@ -57,7 +61,10 @@ def test_script_matches_the_function(tmp_path, capsys):
         "--dtype",
         "float32",
     ]
-    assert _load_script().main(argv) == 0
+    if entry == "script":
+        assert _load_script().main(argv) == 0
+    else:
+        assert hf_distill_cli(["generate", *argv]) == 0
     assert "for 2/2 prompts" in capsys.readouterr().out
 
     expected = generate_teacher_completions(

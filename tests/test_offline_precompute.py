@@ -205,13 +205,10 @@ def test_killed_precompute_resumes_to_the_uninterrupted_dataset(tmp_path):
     with pytest.raises(ValueError, match="unfinished"):
         load_teacher_signal(killed_out)
 
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        from precompute_logits import main
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    main(_script_args(teacher_dir, data_dir, killed_out))
-    main(_script_args(teacher_dir, data_dir, clean_out))
+    from hf_distill.cli import main as hf_distill_cli  # the killed run was the script; resume with the CLI
+
+    assert hf_distill_cli(["precompute", *_script_args(teacher_dir, data_dir, killed_out)]) == 0
+    assert hf_distill_cli(["precompute", *_script_args(teacher_dir, data_dir, clean_out)]) == 0
 
     for name, mtime in finished.items():  # finished shards were not recomputed
         assert (shard_dir / name).stat().st_mtime_ns == mtime

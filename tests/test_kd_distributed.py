@@ -7,16 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 SCRIPT = Path(__file__).parent / "scripts" / "kd_one_step.py"
 
 
-def _run(tmp_path: Path, processes: int, per_device_batch: int) -> dict:
+def _run(tmp_path: Path, processes: int, per_device_batch: int, kind: str) -> dict:
     out = tmp_path / f"p{processes}" / "result.pt"
     out.parent.mkdir(parents=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    script = [str(SCRIPT), str(out), str(per_device_batch)]
+    script = [str(SCRIPT), str(out), str(per_device_batch), kind]
     if processes == 1:
         cmd = [sys.executable, *script]
     else:
@@ -32,10 +33,16 @@ def _run(tmp_path: Path, processes: int, per_device_batch: int) -> dict:
     return torch.load(out)
 
 
-def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
-    single = _run(tmp_path, processes=1, per_device_batch=8)
-    double = _run(tmp_path, processes=2, per_device_batch=4)
+@pytest.mark.parametrize("kind", ["kd", "feature"])
+def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path, kind):
+    """For FeatureKDTrainer this covers its learned projections too: they sit outside DDP's wrapper, so the
+    trainer averages their gradients and clips them itself (max_grad_norm = 0.1 is set small enough to bite)."""
+    single = _run(tmp_path, processes=1, per_device_batch=8, kind=kind)
+    double = _run(tmp_path, processes=2, per_device_batch=4, kind=kind)
     assert (single["world"], double["world"]) == (1, 2)
+    if kind == "feature":
+        assert any(name.startswith("projection.") for name in single["delta"])
+        assert single["grad_norm"] > 0.1 and double["grad_norm"] == pytest.approx(single["grad_norm"], rel=1e-4)
     assert abs(single["loss"] - double["loss"]) < 1e-4 * abs(single["loss"])
     assert any(d.abs().max() > 1e-4 for d in single["delta"].values())
     for name, delta in single["delta"].items():

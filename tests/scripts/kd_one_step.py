@@ -1,7 +1,7 @@
-"""One SGD step of KDTrainer on tiny models; writes the parameter update to a file (rank 0).
+"""One SGD step of KDTrainer (or FeatureKDTrainer) on tiny models; writes the parameter update to a file (rank 0).
 
-Run under `accelerate launch --num_processes N --cpu` to compare N processes with one process on the same
-global batch.
+Run under `accelerate launch --multi_gpu --num_processes N` with `use_cpu` to compare N processes with one
+process on the same global batch. Usage: kd_one_step.py OUTPUT_FILE PER_DEVICE_BATCH [kd|feature]
 """
 
 import sys
@@ -13,29 +13,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import kd_args, make_text_dataset, make_tiny_llama, make_word_tokenizer  # noqa: E402
 
 from hf_distill import KDTrainer  # noqa: E402
+from hf_distill.trainers.feature_config import FeatureKDConfig  # noqa: E402
+from hf_distill.trainers.feature_trainer import FeatureKDTrainer  # noqa: E402
 
 
-def main(output_file: str, per_device_batch: int) -> None:
-    student, teacher = make_tiny_llama(seed=0), make_tiny_llama(seed=1)
+def main(output_file: str, per_device_batch: int, kind: str = "kd") -> None:
+    common = dict(max_steps=1, per_device_train_batch_size=per_device_batch, optim="sgd", learning_rate=1.0)
+    if kind == "feature":
+        # Different widths, so learned projections (outside the DDP-wrapped student) take part in the step.
+        student = make_tiny_llama(seed=0, num_layers=3, hidden_size=32, num_heads=4)
+        teacher = make_tiny_llama(seed=1, num_layers=4, hidden_size=48, num_heads=8, num_kv_heads=4)
+        args = kd_args(
+            Path(output_file).parent / "run", config_class=FeatureKDConfig, attention_loss_weight=1.0,
+            max_grad_norm=0.1, **common,
+        )  # fmt: skip
+        trainer_class = FeatureKDTrainer
+    else:
+        student, teacher = make_tiny_llama(seed=0), make_tiny_llama(seed=1)
+        args = kd_args(Path(output_file).parent / "run", max_grad_norm=0.0, **common)
+        trainer_class = KDTrainer
     before = {k: v.clone() for k, v in student.state_dict().items()}
-    args = kd_args(
-        Path(output_file).parent / "run",
-        max_steps=1,
-        per_device_train_batch_size=per_device_batch,
-        optim="sgd",
-        learning_rate=1.0,
-        max_grad_norm=0.0,
-    )
     dataset = make_text_dataset(num_rows=8, min_len=2, max_len=14, seed=5)
-    trainer = KDTrainer(
+    trainer = trainer_class(
         model=student, teacher_model=teacher, args=args, train_dataset=dataset, processing_class=make_word_tokenizer()
     )
+    projections = getattr(trainer, "feature_projections", None)
+    before_proj = {} if projections is None else {k: v.clone() for k, v in projections.state_dict().items()}
     trainer.train()
     if trainer.accelerator.is_main_process:
         delta = {k: v - before[k] for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()}
-        loss = [e["loss"] for e in trainer.state.log_history if "loss" in e][0]
-        torch.save({"delta": delta, "loss": loss, "world": trainer.accelerator.num_processes}, output_file)
+        if projections is not None:
+            delta.update({f"projection.{k}": v - before_proj[k] for k, v in projections.state_dict().items()})
+        logged = [e for e in trainer.state.log_history if "loss" in e][0]
+        result = {"delta": delta, "loss": logged["loss"], "grad_norm": logged.get("grad_norm")}
+        torch.save({**result, "world": trainer.accelerator.num_processes}, output_file)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])

@@ -39,8 +39,9 @@ def _report(argv: Sequence[str]) -> int:
 
 
 def _layer_subset(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="hf-distill layer-subset",
-                                     description="Save a student made of evenly spaced layers of a model.")
+    parser = argparse.ArgumentParser(
+        prog="hf-distill layer-subset", description="Save a student made of evenly spaced layers of a model."
+    )
     parser.add_argument("--model", required=True, help="Hub id, local directory or pypi:smollm2-135m-instruct")
     parser.add_argument("--num-layers", type=int, required=True)
     parser.add_argument("--out", required=True)
@@ -73,8 +74,9 @@ def _model_card(argv: Sequence[str]) -> int:
 
     from .model_card import ModelCardInfo, render_model_card
 
-    info = ModelCardInfo(base_model=options.base_model, teacher=options.teacher, method=options.method,
-                         data=options.data)
+    info = ModelCardInfo(
+        base_model=options.base_model, teacher=options.teacher, method=options.method, data=options.data
+    )
     if options.evaluation_markdown:
         info.evaluation = Path(options.evaluation_markdown).read_text(encoding="utf-8")
     args_file = Path(options.model_dir) / "training_args.bin"

@@ -124,8 +124,10 @@ def _versions() -> str:
 
     from . import __version__
 
-    return f"hf_distill {__version__}, transformers {transformers.__version__}, trl {trl.__version__}, " \
+    return (
+        f"hf_distill {__version__}, transformers {transformers.__version__}, trl {trl.__version__}, "
         f"torch {torch.__version__}"
+    )
 
 
 def render_model_card(

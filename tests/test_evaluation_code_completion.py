@@ -64,8 +64,7 @@ def test_pairs_are_file_prefixes_and_skip_trivial_lines():
         # the context stops before the newline that ends the previous line (so here only after a blank line)
         assert pair.context.endswith("\n") == (lines[pair.line_number - 2] == "")
         assert lines[pair.line_number - 1] == pair.target
-    short = build_next_line_pairs({"mod.py": SOURCE}, pairs_per_file=100, min_context_lines=2,
-                                  max_context_chars=10)
+    short = build_next_line_pairs({"mod.py": SOURCE}, pairs_per_file=100, min_context_lines=2, max_context_chars=10)
     assert all(len(pair.context) <= 10 for pair in short)
     assert short[0].context == "mment line"  # the 10 characters before the newline ending line 4
     with pytest.raises(ValueError, match="min_context_lines"):

@@ -32,8 +32,9 @@ def char_tokenizer():
         vocab[char] = len(vocab)
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     backend.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +75,9 @@ def reference_nll(model, ids, window):
 
 @pytest.mark.parametrize("max_length", [128, 8])
 def test_perplexity_and_bits_per_byte_match_independent_computation(teacher, tokenizer, max_length):
-    result = compute_perplexity(teacher, tokenizer, TEXTS, batch_size=2, max_length=max_length,
-                                token_chunk_size=5, show_progress=False)
+    result = compute_perplexity(
+        teacher, tokenizer, TEXTS, batch_size=2, max_length=max_length, token_chunk_size=5, show_progress=False
+    )
     nll = sum(reference_nll(teacher, ids_of(tokenizer, text), max_length) for text in TEXTS)
     num_tokens = sum(len(text) for text in TEXTS)  # one token per character, each predicted once
     num_bytes = sum(len(text.encode("utf-8")) for text in TEXTS)  # the accents take 2 bytes
@@ -102,8 +104,9 @@ def test_agreement_and_kl_match_float64_formula(teacher, student, tokenizer):
         kl += (teacher_lp.exp() * (teacher_lp - student_lp)).sum().item()
         agree += (teacher_lp.argmax(-1) == student_lp.argmax(-1)).sum().item()
         count += len(ids) - 1
-    result = compute_agreement(teacher, student, tokenizer, TEXTS, batch_size=2, token_chunk_size=7,
-                               show_progress=False)
+    result = compute_agreement(
+        teacher, student, tokenizer, TEXTS, batch_size=2, token_chunk_size=7, show_progress=False
+    )
     assert result["num_tokens"] == count
     assert result["top1_agreement"] == pytest.approx(agree / count)
     assert result["kl_teacher_student"] == pytest.approx(kl / count, rel=1e-5)
@@ -166,8 +169,7 @@ def test_next_line_generation_matches_unbatched_greedy_decoding(tokenizer):
         newline, letter = tokenizer.convert_tokens_to_ids(["\n", "j"])
         model.lm_head.weight[newline] = 2 * model.lm_head.weight[letter]
     contexts = ["def f(x):", "import os\nimport sys\n", "x = [1, 2,", "class A:\n    def g(self):", "E`"]
-    predictions = complete_next_lines(model, tokenizer, contexts, max_new_tokens=12, batch_size=3,
-                                      show_progress=False)
+    predictions = complete_next_lines(model, tokenizer, contexts, max_new_tokens=12, batch_size=3, show_progress=False)
     expected = [reference_greedy_line(model, tokenizer, context, 12) for context in contexts]
     assert predictions == expected
     assert all("\n" not in prediction for prediction in predictions)
@@ -212,13 +214,12 @@ def test_humaneval_generation_matches_unbatched_generate_and_runs_end_to_end(tok
     from hf_distill.evaluation.humaneval import truncate_completion
 
     model = make_tiny_llama(vocab_size=len(tokenizer), seed=2).eval()
-    prompts = ["def f(x):\n", "def longer_name(a, b):\n    \"\"\"doc\"\"\"\n"]
-    completions = generate_completions(model, tokenizer, prompts, max_new_tokens=6, batch_size=2,
-                                       show_progress=False)
+    prompts = ["def f(x):\n", 'def longer_name(a, b):\n    """doc"""\n']
+    completions = generate_completions(model, tokenizer, prompts, max_new_tokens=6, batch_size=2, show_progress=False)
     for prompt, samples in zip(prompts, completions):
         ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
         with torch.no_grad():
             alone = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
-        assert samples == [truncate_completion(tokenizer.decode(alone[0, ids.shape[1]:], skip_special_tokens=True))]
+        assert samples == [truncate_completion(tokenizer.decode(alone[0, ids.shape[1] :], skip_special_tokens=True))]
     scores = evaluate_humaneval(model, tokenizer, limit=2, max_new_tokens=6, allow_code_execution=True)
     assert scores["num_problems"] == 2 and scores["pass@1"] == 0.0  # a random model writes no working code

@@ -62,8 +62,14 @@ TEST = "assert square(3) == 9\nassert square(-2) == 4\n"
 def test_metric_runs_candidates_in_the_sandbox():
     # problem 1: 2 of 4 candidates pass; problem 2: 1 of 4 (the looping and shell ones fail)
     predictions = [[GOOD, WRONG, GOOD, WRONG], [LOOPS, SHELL, WRONG, GOOD]]
-    scores = PassAtK().compute(predictions=predictions, references=[TEST, TEST], k=[1, 2],
-                               allow_code_execution=True, timeout=1.0, show_progress=False)
+    scores = PassAtK().compute(
+        predictions=predictions,
+        references=[TEST, TEST],
+        k=[1, 2],
+        allow_code_execution=True,
+        timeout=1.0,
+        show_progress=False,
+    )
     assert scores["pass@1"] == pytest.approx((2 / 4 + 1 / 4) / 2)
     assert scores["pass@2"] == pytest.approx(((1 - comb(2, 2) / comb(4, 2)) + (1 - comb(3, 2) / comb(4, 2))) / 2)
     assert scores["num_candidates"] == 8
@@ -77,8 +83,9 @@ def test_metric_refuses_without_opt_in(monkeypatch):
 
 def test_metric_loads_with_evaluate_load():
     metric = evaluate.load(METRIC_FILES["pass_at_k"])
-    scores = metric.compute(predictions=[[GOOD, WRONG]], references=[TEST], k=1, allow_code_execution=True,
-                            show_progress=False)
+    scores = metric.compute(
+        predictions=[[GOOD, WRONG]], references=[TEST], k=1, allow_code_execution=True, show_progress=False
+    )
     assert scores["pass@1"] == pytest.approx(0.5)
 
 
@@ -86,9 +93,15 @@ def test_humaneval_loads_offline_and_canonical_solutions_pass():
     problems = load_humaneval_problems()
     assert len(problems) == 164 and problems[0]["task_id"] == "HumanEval/0"
     chosen = problems[:3]
-    predictions = [[humaneval_program(p, p["canonical_solution"]), humaneval_program(p, "    return None\n")]
-                   for p in chosen]
-    scores = PassAtK().compute(predictions=predictions, references=[humaneval_test_code(p) for p in chosen],
-                               k=[1, 2], allow_code_execution=True, show_progress=False)
+    predictions = [
+        [humaneval_program(p, p["canonical_solution"]), humaneval_program(p, "    return None\n")] for p in chosen
+    ]
+    scores = PassAtK().compute(
+        predictions=predictions,
+        references=[humaneval_test_code(p) for p in chosen],
+        k=[1, 2],
+        allow_code_execution=True,
+        show_progress=False,
+    )
     assert scores["pass@1"] == pytest.approx(0.5)  # canonical passes, `return None` fails, on every problem
     assert scores["pass@2"] == pytest.approx(1.0)

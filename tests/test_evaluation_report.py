@@ -14,7 +14,10 @@ ROWS = {
     "student after (CE only)": {"bits_per_byte": 1.6, "exact_match": 0.25, "top1_agreement": 0.5},
 }
 HISTORY = [{"loss": 3.0 - 0.1 * step, "step": step} for step in range(1, 11)] + [
-    {"eval_loss": 2.5, "step": 5}, {"eval_loss": 2.2, "step": 10}, {"train_runtime": 12.0, "step": 10}]
+    {"eval_loss": 2.5, "step": 5},
+    {"eval_loss": 2.2, "step": 10},
+    {"train_runtime": 12.0, "step": 10},
+]
 
 
 def table_row(table, name):
@@ -32,7 +35,12 @@ def test_markdown_table_values_and_retention():
     header = table.splitlines()[0]
     assert "bits_per_byte" in header and "share of teacher's score retained (bits_per_byte)" in header
     assert table_row(table, "student after (KD)").split("|")[1:-1] == [
-        " student after (KD) ", " 1.25 ", " 0.4 ", " 0.6 ", " 80.0% "]
+        " student after (KD) ",
+        " 1.25 ",
+        " 0.4 ",
+        " 0.6 ",
+        " 80.0% ",
+    ]
     assert table_row(table, "student before").endswith("| 50.0% |")
     assert table_row(table, "teacher").endswith("| 100.0% |")
     # second table: per metric, for metrics with a direction only

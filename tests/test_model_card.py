@@ -48,8 +48,14 @@ def test_card_lists_models_method_hyperparameters_data_evaluation_and_limits(tmp
     assert "| Teacher | `deepseek-ai/DeepSeek-R1-Distill-Llama-8B` |" in card
     assert "| Student initialisation | layers [0, 3, 6] of the teacher |" in card
     assert "jsd(teacher || student)" in card and "alpha = 0.7" in card and "temperature T = 2.0" in card
-    for row in ("| learning_rate | 0.0003 |", "| max_steps | 40 |", "| alpha | 0.7 |", "| temperature | 2.0 |",
-                "| divergence | jsd |", "| per_device_train_batch_size | 4 |"):
+    for row in (
+        "| learning_rate | 0.0003 |",
+        "| max_steps | 40 |",
+        "| alpha | 0.7 |",
+        "| temperature | 2.0 |",
+        "| divergence | jsd |",
+        "| per_device_train_batch_size | 4 |",
+    ):
         assert row in card
     assert "| num_train_epochs |" not in card  # max_steps decides the length of training
     assert "| jsd_beta | 0.5 |" in card and "skew_lambda" not in card  # only the chosen divergence's knobs
@@ -77,8 +83,13 @@ def _trainer(tmp_path, **overrides):
     from conftest import kd_args, make_text_dataset, make_tiny_llama, make_word_tokenizer
 
     args = kd_args(tmp_path / "out", **overrides)
-    trainer = KDTrainer(model=make_tiny_llama(seed=1), teacher_model=make_tiny_llama(seed=2), args=args,
-                        train_dataset=make_text_dataset(8), processing_class=make_word_tokenizer())
+    trainer = KDTrainer(
+        model=make_tiny_llama(seed=1),
+        teacher_model=make_tiny_llama(seed=2),
+        args=args,
+        train_dataset=make_text_dataset(8),
+        processing_class=make_word_tokenizer(),
+    )
     trainer.model_card_info = _info(evaluation=EVAL_TABLE)
     return trainer
 

@@ -50,8 +50,21 @@ def test_gpu_configs_parse_with_their_mode_and_models(config, tmp_path):
 
 def test_command_line_overrides_the_yaml(tmp_path):
     recipe, args, model_args = _parse(
-        "logit_kd_r1_llama8b_to_llama32_1b.yaml", "--alpha", "0.3", "--teacher_load_in_4bit", "false",
-        "--lora_r", "8", "--num_eval_files", "3", "--use_cpu", "true", "--bf16", "false", tmp_path=tmp_path)
+        "logit_kd_r1_llama8b_to_llama32_1b.yaml",
+        "--alpha",
+        "0.3",
+        "--teacher_load_in_4bit",
+        "false",
+        "--lora_r",
+        "8",
+        "--num_eval_files",
+        "3",
+        "--use_cpu",
+        "true",
+        "--bf16",
+        "false",
+        tmp_path=tmp_path,
+    )
     assert args.alpha == 0.3 and not args.teacher_load_in_4bit
     assert model_args.lora_r == 8 and recipe.num_eval_files == 3
 
@@ -85,14 +98,34 @@ def local_student(tmp_path):
 
 @pytest.mark.parametrize(
     ("config", "teacher"),
-    [("logit_kd_r1_llama8b_to_llama32_1b.yaml", "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"),
-     ("cross_tokenizer_deepseek_coder_to_llama32.yaml", "deepseek-ai/deepseek-coder-6.7b-instruct")],
+    [
+        ("logit_kd_r1_llama8b_to_llama32_1b.yaml", "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"),
+        ("cross_tokenizer_deepseek_coder_to_llama32.yaml", "deepseek-ai/deepseek-coder-6.7b-instruct"),
+    ],
 )
 def test_unreachable_teacher_error_names_it(config, teacher, local_student, tmp_path, hub_offline):
     recipe, args, model_args = _parse(
-        config, "--model_name_or_path", local_student, "--use_peft", "false",
-        "--dataset_name", "stdlib", "--num_eval_files", "2", "--num_train_rows", "2", "--max_length", "16",
-        "--dtype", "float32", "--use_cpu", "true", "--bf16", "false", tmp_path=tmp_path)
+        config,
+        "--model_name_or_path",
+        local_student,
+        "--use_peft",
+        "false",
+        "--dataset_name",
+        "stdlib",
+        "--num_eval_files",
+        "2",
+        "--num_train_rows",
+        "2",
+        "--max_length",
+        "16",
+        "--dtype",
+        "float32",
+        "--use_cpu",
+        "true",
+        "--bf16",
+        "false",
+        tmp_path=tmp_path,
+    )
     with pytest.raises(TeacherLoadError) as error:
         build_trainer(recipe, args, model_args)
     message = str(error.value)
@@ -102,8 +135,15 @@ def test_unreachable_teacher_error_names_it(config, teacher, local_student, tmp_
 
 def test_unreachable_dataset_error_names_it(local_student, tmp_path, hub_offline):
     recipe, args, model_args = _parse(
-        "logit_kd_r1_llama8b_to_llama32_1b.yaml", "--model_name_or_path", local_student, "--use_cpu", "true",
-        "--bf16", "false", tmp_path=tmp_path)
+        "logit_kd_r1_llama8b_to_llama32_1b.yaml",
+        "--model_name_or_path",
+        local_student,
+        "--use_cpu",
+        "true",
+        "--bf16",
+        "false",
+        tmp_path=tmp_path,
+    )
     with pytest.raises(OSError) as error:
         build_trainer(recipe, args, model_args)
     assert "'codeparrot/codeparrot-clean-valid'" in str(error.value)
@@ -118,9 +158,21 @@ def test_local_models_build_a_kd_trainer_with_a_layer_subset_student(tmp_path):
     make_tiny_llama(vocab_size=64, num_layers=4).save_pretrained(teacher_dir)
     make_word_tokenizer(64).save_pretrained(teacher_dir)
     recipe, args, model_args = _parse(
-        "cpu_smollm2.yaml", "--model_name_or_path", str(teacher_dir), "--teacher_model_name_or_path",
-        str(teacher_dir), "--student_num_layers", "2", "--num_eval_files", "2", "--max_steps", "2",
-        "--max_length", "16", tmp_path=tmp_path)
+        "cpu_smollm2.yaml",
+        "--model_name_or_path",
+        str(teacher_dir),
+        "--teacher_model_name_or_path",
+        str(teacher_dir),
+        "--student_num_layers",
+        "2",
+        "--num_eval_files",
+        "2",
+        "--max_steps",
+        "2",
+        "--max_length",
+        "16",
+        tmp_path=tmp_path,
+    )
     run = build_trainer(recipe, args, model_args)
     assert run.trainer.model.config.num_hidden_layers == 2
     assert run.trainer.teacher_model.config.num_hidden_layers == 4

@@ -16,11 +16,32 @@ def test_cpu_recipe_end_to_end_writes_report_and_card(tmp_path):
     from hf_distill.recipe.runner import CE_ROW, KD_ROW, TEACHER_ROW, run_recipe
 
     out = tmp_path / "run"
-    recipe, args, model_args = parse_recipe_args([
-        "--config", str(CONFIG), "--output_dir", str(out), "--max_steps", "1", "--per_device_train_batch_size", "1",
-        "--max_length", "32", "--num_eval_files", "1", "--eval_chars_per_file", "300", "--eval_max_length", "64",
-        "--next_line_pairs", "1", "--next_line_max_new_tokens", "4", "--disable_tqdm", "true",
-    ])
+    recipe, args, model_args = parse_recipe_args(
+        [
+            "--config",
+            str(CONFIG),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "1",
+            "--per_device_train_batch_size",
+            "1",
+            "--max_length",
+            "32",
+            "--num_eval_files",
+            "1",
+            "--eval_chars_per_file",
+            "300",
+            "--eval_max_length",
+            "64",
+            "--next_line_pairs",
+            "1",
+            "--next_line_max_new_tokens",
+            "4",
+            "--disable_tqdm",
+            "true",
+        ]
+    )
     paths = run_recipe(recipe, args, model_args)
 
     results = json.loads(Path(paths["results"]).read_text())

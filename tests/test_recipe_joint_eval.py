@@ -24,8 +24,9 @@ def setup():
 
 def test_matches_per_model_perplexity_and_agreement(setup):
     teacher, students, tokenizer, texts = setup
-    rows = evaluate_against_teacher(teacher, students, tokenizer, texts, max_length=8, batch_size=3,
-                                    show_progress=False)
+    rows = evaluate_against_teacher(
+        teacher, students, tokenizer, texts, max_length=8, batch_size=3, show_progress=False
+    )
     for name, model in {"teacher": teacher, **students}.items():
         alone = compute_perplexity(model, tokenizer, texts, max_length=8, batch_size=2, show_progress=False)
         assert rows[name]["perplexity"] == pytest.approx(alone["perplexity"], rel=1e-5)
@@ -40,8 +41,7 @@ def test_matches_per_model_perplexity_and_agreement(setup):
 def test_whole_text_reference_in_float64(setup):
     """With windows longer than every text, NLL is the plain sum over each text's next-token log-probs."""
     teacher, students, tokenizer, texts = setup
-    rows = evaluate_against_teacher(teacher, {"b": students["b"]}, tokenizer, texts, max_length=64,
-                                    show_progress=False)
+    rows = evaluate_against_teacher(teacher, {"b": students["b"]}, tokenizer, texts, max_length=64, show_progress=False)
     nll, count, agree = 0.0, 0, 0
     with torch.no_grad():
         for text in texts:

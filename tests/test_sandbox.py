@@ -112,8 +112,9 @@ def test_child_does_not_inherit_the_parent_environment(monkeypatch):
 
 def test_run_programs_keeps_input_order():
     programs = [ADD, "def add(a, b):\n    return 0\n", ADD, "raise ValueError('boom')\n"]
-    results = run_programs(programs, [ADD_TEST] * 4, num_workers=2, timeout=5.0,
-                           allow_code_execution=True, show_progress=False)
+    results = run_programs(
+        programs, [ADD_TEST] * 4, num_workers=2, timeout=5.0, allow_code_execution=True, show_progress=False
+    )
     assert [r.status for r in results] == ["passed", "failed", "passed", "failed"]
     assert "boom" in results[3].detail
     with pytest.raises(ValueError, match="test codes"):

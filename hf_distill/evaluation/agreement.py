@@ -31,8 +31,10 @@ from hf_distill.evaluation.token_windows import (
 def _check_vocab(student_logits: torch.Tensor, teacher_logits: torch.Tensor, vocab_size: int | None):
     if vocab_size is not None:
         if vocab_size > min(student_logits.shape[-1], teacher_logits.shape[-1]):
-            raise ValueError(f"vocab_size={vocab_size} exceeds the logits' vocabulary "
-                             f"(student {student_logits.shape[-1]}, teacher {teacher_logits.shape[-1]})")
+            raise ValueError(
+                f"vocab_size={vocab_size} exceeds the logits' vocabulary "
+                f"(student {student_logits.shape[-1]}, teacher {teacher_logits.shape[-1]})"
+            )
         return student_logits[..., :vocab_size], teacher_logits[..., :vocab_size]
     if student_logits.shape[-1] != teacher_logits.shape[-1]:
         raise ValueError(
@@ -57,8 +59,9 @@ def agreement_from_logits(
     """
     student_logits, teacher_logits = torch.as_tensor(student_logits), torch.as_tensor(teacher_logits)
     if student_logits.shape[:-1] != teacher_logits.shape[:-1]:
-        raise ValueError(f"logits shapes differ: student {tuple(student_logits.shape)}, "
-                         f"teacher {tuple(teacher_logits.shape)}")
+        raise ValueError(
+            f"logits shapes differ: student {tuple(student_logits.shape)}, teacher {tuple(teacher_logits.shape)}"
+        )
     student_logits, teacher_logits = _check_vocab(student_logits, teacher_logits, vocab_size)
     if mask is not None:
         mask = torch.as_tensor(mask, dtype=torch.bool, device=student_logits.device)
@@ -111,17 +114,25 @@ def compute_agreement(
     student.eval()
     agree, kl_sum, count = 0, 0.0, 0
     try:
-        for batch in tqdm(batches(windows, batch_size, pad_id_of(tokenizer), student_device),
-                          total=math.ceil(len(windows) / batch_size), desc="teacher-student agreement",
-                          disable=not show_progress):
+        for batch in tqdm(
+            batches(windows, batch_size, pad_id_of(tokenizer), student_device),
+            total=math.ceil(len(windows) / batch_size),
+            desc="teacher-student agreement",
+            disable=not show_progress,
+        ):
             student_logits = student(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            teacher_logits = teacher(input_ids=batch.input_ids.to(teacher_device),
-                                     attention_mask=batch.attention_mask.to(teacher_device)).logits
+            teacher_logits = teacher(
+                input_ids=batch.input_ids.to(teacher_device), attention_mask=batch.attention_mask.to(teacher_device)
+            ).logits
             teacher_logits = teacher_logits.to(student_device)
             # Right padding: each row's scored positions are a prefix, so slice views instead of copying.
             for row, length in enumerate(batch.target_mask.sum(dim=1).tolist()):
-                rows = agreement_from_logits(student_logits[row, :length], teacher_logits[row, :length],
-                                             vocab_size=vocab_size, token_chunk_size=token_chunk_size)
+                rows = agreement_from_logits(
+                    student_logits[row, :length],
+                    teacher_logits[row, :length],
+                    vocab_size=vocab_size,
+                    token_chunk_size=token_chunk_size,
+                )
                 agree += sum(s == t for s, t in zip(rows["predictions"], rows["references"]))
                 kl_sum += math.fsum(rows["token_kl"])
                 count += length
@@ -154,9 +165,7 @@ class TeacherStudentAgreement(evaluate.Metric):
             description=_DESCRIPTION,
             citation="",
             inputs_description=_INPUTS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
+            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
         )
 
     def _compute(

@@ -89,8 +89,9 @@ def build_next_line_pairs(
     newline that ends the previous line.
     """
     if min_context_lines < 1:
-        raise ValueError(f"min_context_lines must be >= 1 (the context is the text before the line), "
-                         f"got {min_context_lines}")
+        raise ValueError(
+            f"min_context_lines must be >= 1 (the context is the text before the line), got {min_context_lines}"
+        )
     named = sources.items() if isinstance(sources, Mapping) else ((str(i), s) for i, s in enumerate(sources))
     rng = random.Random(seed)
     pairs: list[NextLinePair] = []
@@ -132,10 +133,11 @@ def complete_next_lines(
         raise ValueError("the tokenizer needs a pad or eos token for batched generation")
     predictions: list[str] = []
     try:
-        for start in tqdm(range(0, len(contexts), batch_size), desc="next-line completion",
-                          disable=not show_progress):
-            encoded = [list(tokenizer(c, add_special_tokens=False)["input_ids"])[-max_context_tokens:]
-                       for c in contexts[start : start + batch_size]]
+        for start in tqdm(range(0, len(contexts), batch_size), desc="next-line completion", disable=not show_progress):
+            encoded = [
+                list(tokenizer(c, add_special_tokens=False)["input_ids"])[-max_context_tokens:]
+                for c in contexts[start : start + batch_size]
+            ]
             width = max(len(ids) for ids in encoded)
             input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
             attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -143,9 +145,14 @@ def complete_next_lines(
                 if ids:
                     input_ids[row, width - len(ids) :] = torch.tensor(ids)
                     attention_mask[row, width - len(ids) :] = 1
-            generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                       max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
-                                       stopping_criteria=StoppingCriteriaList([_LinesDone(tokenizer, width)]))
+            generated = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad_id,
+                stopping_criteria=StoppingCriteriaList([_LinesDone(tokenizer, width)]),
+            )
             for ids, new_ids in zip(encoded, generated[:, width:].tolist()):
                 predictions.append(_predicted_line(tokenizer, ids, new_ids, pad_id))
     finally:
@@ -170,8 +177,11 @@ def _predicted_line(tokenizer: Any, context_ids: list[int], new_ids: list[int], 
         new_ids = new_ids[:-1]
     context_text = tokenizer.decode(context_ids, skip_special_tokens=True)
     full_text = tokenizer.decode(context_ids + new_ids, skip_special_tokens=True)
-    continuation = full_text[len(context_text) :] if full_text.startswith(context_text) else tokenizer.decode(
-        new_ids, skip_special_tokens=True)
+    continuation = (
+        full_text[len(context_text) :]
+        if full_text.startswith(context_text)
+        else tokenizer.decode(new_ids, skip_special_tokens=True)
+    )
     parts = continuation.split("\n", 2)
     return parts[1] if len(parts) > 1 else ""
 
@@ -208,8 +218,9 @@ class NextLineCompletion(evaluate.Metric):
             description=_DESCRIPTION,
             citation="",
             inputs_description=_INPUTS,
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _compute(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:

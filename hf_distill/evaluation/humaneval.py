@@ -86,14 +86,21 @@ def generate_completions(
     pad_id = tokenizer.pad_token_id
     jobs = [(index, prompt) for index, prompt in enumerate(prompts) for _ in range(num_samples)]
     outputs: list[list[str]] = [[] for _ in prompts]
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {
-        "do_sample": False}
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+    )
     try:
         for start in tqdm(range(0, len(jobs), batch_size), desc="generating completions", disable=not show_progress):
             batch = jobs[start : start + batch_size]
             encoded = tokenizer([prompt for _, prompt in batch], return_tensors="pt", padding=True).to(device)
-            generated = model.generate(**encoded, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                                       stop_strings=list(stop_sequences), tokenizer=tokenizer, **sampling)
+            generated = model.generate(
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad_id,
+                stop_strings=list(stop_sequences),
+                tokenizer=tokenizer,
+                **sampling,
+            )
             new_tokens = generated[:, encoded["input_ids"].shape[1] :]
             for (index, _), tokens in zip(batch, new_tokens):
                 text = tokenizer.decode(tokens, skip_special_tokens=True)
@@ -126,10 +133,22 @@ def evaluate_humaneval(
     """
     require_code_execution_opt_in(allow_code_execution)
     problems = load_humaneval_problems(limit=limit)
-    completions = generate_completions(model, tokenizer, [p["prompt"] for p in problems], num_samples=num_samples,
-                                       temperature=temperature, max_new_tokens=max_new_tokens,
-                                       batch_size=batch_size)
+    completions = generate_completions(
+        model,
+        tokenizer,
+        [p["prompt"] for p in problems],
+        num_samples=num_samples,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
     predictions = [[humaneval_program(p, c) for c in samples] for p, samples in zip(problems, completions)]
     references = [humaneval_test_code(p) for p in problems]
-    return PassAtK().compute(predictions=predictions, references=references, k=list(k),
-                             allow_code_execution=True, timeout=timeout, num_workers=num_workers)
+    return PassAtK().compute(
+        predictions=predictions,
+        references=references,
+        k=list(k),
+        allow_code_execution=True,
+        timeout=timeout,
+        num_workers=num_workers,
+    )

@@ -79,8 +79,12 @@ def compute_perplexity(
     num_tokens = 0
     total = math.ceil(len(windows) / batch_size)
     try:
-        for batch in tqdm(batches(windows, batch_size, pad_id_of(tokenizer), device), total=total,
-                          desc="perplexity", disable=not show_progress):
+        for batch in tqdm(
+            batches(windows, batch_size, pad_id_of(tokenizer), device),
+            total=total,
+            desc="perplexity",
+            disable=not show_progress,
+        ):
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
             # Right padding: each row's targets are a prefix, so slice views instead of copying masked logits.
             for row, count in enumerate(batch.target_mask.sum(dim=1).tolist()):
@@ -130,5 +134,12 @@ class HeldOutPerplexity(evaluate.Metric):
     ) -> dict[str, float]:
         if model is None or tokenizer is None:
             raise ValueError("HeldOutPerplexity.compute needs model=... and tokenizer=... (objects, not ids)")
-        return compute_perplexity(model, tokenizer, predictions, batch_size=batch_size, max_length=max_length,
-                                  token_chunk_size=token_chunk_size, show_progress=show_progress)
+        return compute_perplexity(
+            model,
+            tokenizer,
+            predictions,
+            batch_size=batch_size,
+            max_length=max_length,
+            token_chunk_size=token_chunk_size,
+            show_progress=show_progress,
+        )

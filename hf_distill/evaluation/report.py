@@ -91,9 +91,13 @@ def markdown_table(
             cells.append(share(name, headline_metric))
         lines.append("| " + " | ".join(cells) + " |")
     if retainable:
-        lines += ["", "Share of the teacher's score retained, per metric (100% = as good as the teacher):", "",
-                  "| model | " + " | ".join(retainable) + " |",
-                  "|" + "|".join([" --- "] + [" ---: "] * len(retainable)) + "|"]
+        lines += [
+            "",
+            "Share of the teacher's score retained, per metric (100% = as good as the teacher):",
+            "",
+            "| model | " + " | ".join(retainable) + " |",
+            "|" + "|".join([" --- "] + [" ---: "] * len(retainable)) + "|",
+        ]
         for name in rows:
             lines.append("| " + " | ".join([name, *(share(name, metric) for metric in retainable)]) + " |")
     return "\n".join(lines) + "\n"
@@ -116,8 +120,13 @@ def plot_training_curves(
 
     runs = {"training": log_histories} if not isinstance(log_histories, Mapping) else dict(log_histories)
     if keys is None:
-        found = {key for history in runs.values() for entry in history for key, value in entry.items()
-                 if isinstance(value, (int, float)) and "loss" in key and not key.startswith("train_")}
+        found = {
+            key
+            for history in runs.values()
+            for entry in history
+            for key, value in entry.items()
+            if isinstance(value, (int, float)) and "loss" in key and not key.startswith("train_")
+        }
         keys = sorted(found, key=lambda key: (key.startswith("eval_"), key))
     if not keys:
         raise ValueError("the log history has no loss values to plot")
@@ -176,8 +185,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     args = parser.parse_args(argv)
     with open(args.results, encoding="utf-8") as handle:
         results = json.load(handle)
-    paths = write_report(results["rows"], args.out_dir, log_histories=results.get("log_history"),
-                         teacher=args.teacher, title=args.title, headline_metric=args.headline_metric)
+    paths = write_report(
+        results["rows"],
+        args.out_dir,
+        log_histories=results.get("log_history"),
+        teacher=args.teacher,
+        title=args.title,
+        headline_metric=args.headline_metric,
+    )
     print(f"report written to {paths['markdown']}")
     return paths
 

@@ -42,8 +42,7 @@ def text_token_ids(tokenizer: Any, text: str) -> list[int]:
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if start is None:
-        warnings.warn("tokenizer has neither BOS nor EOS: the first token of each text is not scored",
-                      stacklevel=3)
+        warnings.warn("tokenizer has neither BOS nor EOS: the first token of each text is not scored", stacklevel=3)
         return ids
     return [start, *ids]
 

@@ -17,8 +17,11 @@ class RecipeArguments:
 
     mode: str = field(
         default="logit",
-        metadata={"help": "logit: online logit KD; offline: from precomputed teacher columns; seqkd: sequence-level "
-                  "KD on teacher completions; cross_tokenizer: logit KD across tokenizers.", "choices": list(MODES)},
+        metadata={
+            "help": "logit: online logit KD; offline: from precomputed teacher columns; seqkd: sequence-level "
+            "KD on teacher completions; cross_tokenizer: logit KD across tokenizers.",
+            "choices": list(MODES),
+        },
     )
     # ---- data
     dataset_name: str = field(
@@ -46,15 +49,19 @@ class RecipeArguments:
     )
     teacher_display_name: str | None = field(
         default=None,
-        metadata={"help": "Teacher named in the report and model card when no teacher model is loaded (offline "
-                  "columns, sequence-level KD on its completions)."},
+        metadata={
+            "help": "Teacher named in the report and model card when no teacher model is loaded (offline "
+            "columns, sequence-level KD on its completions)."
+        },
     )
     # ---- student
     student_init: str = field(
         default="pretrained",
-        metadata={"help": "pretrained: the student's own weights; layer_subset: keep student_num_layers layers of "
-                  "model_name_or_path (usually the teacher), evenly spaced incl. first and last.",
-                  "choices": ["pretrained", "layer_subset"]},
+        metadata={
+            "help": "pretrained: the student's own weights; layer_subset: keep student_num_layers layers of "
+            "model_name_or_path (usually the teacher), evenly spaced incl. first and last.",
+            "choices": ["pretrained", "layer_subset"],
+        },
     )
     student_num_layers: int | None = field(default=None, metadata={"help": "layer_subset: layers to keep."})
     # ---- baseline and evaluation

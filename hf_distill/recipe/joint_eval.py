@@ -54,8 +54,12 @@ def evaluate_against_teacher(
     tallies = {name: _Tally() for name in models}
     device = model_device(teacher)
     try:
-        progress = tqdm(batches(windows, batch_size, pad_id_of(tokenizer), device),
-                        total=math.ceil(len(windows) / batch_size), desc="held-out eval", disable=not show_progress)
+        progress = tqdm(
+            batches(windows, batch_size, pad_id_of(tokenizer), device),
+            total=math.ceil(len(windows) / batch_size),
+            desc="held-out eval",
+            disable=not show_progress,
+        )
         for batch in progress:
             targets = batch.input_ids.roll(-1, dims=1)[batch.target_mask]
             teacher_logits = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
@@ -63,8 +67,10 @@ def evaluate_against_teacher(
             del teacher_logits
             _add_nll(tallies[teacher_name], teacher_rows, targets, token_chunk_size)
             for name, student in students.items():
-                logits = student(input_ids=batch.input_ids.to(model_device(student)),
-                                 attention_mask=batch.attention_mask.to(model_device(student))).logits
+                logits = student(
+                    input_ids=batch.input_ids.to(model_device(student)),
+                    attention_mask=batch.attention_mask.to(model_device(student)),
+                ).logits
                 rows = logits[batch.target_mask.to(logits.device)].to(device)
                 del logits
                 _add_nll(tallies[name], rows, targets, token_chunk_size)

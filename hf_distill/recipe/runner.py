@@ -30,8 +30,15 @@ TEACHER_ROW = "teacher"
 BEFORE_ROW = "student before"
 CE_ROW = "CE-only student (alpha=0)"
 KD_ROW = "KD student"
-REPORT_METRICS = ("perplexity", "bits_per_byte", "top1_agreement", "kl_teacher_student", "exact_match",
-                  "edit_similarity", "pass@1")
+REPORT_METRICS = (
+    "perplexity",
+    "bits_per_byte",
+    "top1_agreement",
+    "kl_teacher_student",
+    "exact_match",
+    "edit_similarity",
+    "pass@1",
+)
 
 
 @dataclass
@@ -99,8 +106,9 @@ def prepare_data(recipe: RecipeArguments, args: Any, tokenizer: Any) -> RecipeDa
 
         split = stdlib_code_split(recipe.num_eval_files, seed=recipe.split_seed)
         num_rows = recipe.num_train_rows or rows_needed(args)
-        rows = tokenized_training_rows(split, tokenizer, args.max_length, num_rows,
-                                      max_chunks_per_file=recipe.max_chunks_per_file)
+        rows = tokenized_training_rows(
+            split, tokenizer, args.max_length, num_rows, max_chunks_per_file=recipe.max_chunks_per_file
+        )
         used = sum(len(row) for row in rows)
         description = (
             f"Python source files of the standard library of the Python interpreter that ran the recipe "
@@ -192,8 +200,11 @@ def build_trainer(recipe: RecipeArguments, args: Any, model_args: Any) -> Recipe
         # Load the teacher once: it is both the source of the student's layers and the frozen teacher.
         from ..teachers.frozen import teacher_load_kwargs
 
-        teacher = load_causal_lm(args.teacher_model_name_or_path, "teacher",
-                                 **teacher_load_kwargs(args.teacher_model_init_kwargs, args.teacher_dtype))
+        teacher = load_causal_lm(
+            args.teacher_model_name_or_path,
+            "teacher",
+            **teacher_load_kwargs(args.teacher_model_init_kwargs, args.teacher_dtype),
+        )
     student, init = build_student(recipe, model_args, teacher, student_name)
     peft_config = get_peft_config(model_args)
     initial = copy.deepcopy(student) if (recipe.ce_baseline or peft_config is None) else None
@@ -232,13 +243,21 @@ def train_ce_baseline(run: RecipeRun, args: Any) -> Any:
     ce_args.run_name = "ce_baseline"
     ce_args.push_to_hub = False
     trainer_class = _with_card(SFTTrainer)
-    trainer = trainer_class(model=copy.deepcopy(run.initial_student), args=ce_args,
-                            train_dataset=run.data.train_dataset, processing_class=run.tokenizer)
+    trainer = trainer_class(
+        model=copy.deepcopy(run.initial_student),
+        args=ce_args,
+        train_dataset=run.data.train_dataset,
+        processing_class=run.tokenizer,
+    )
     trainer.train()
     trainer.model_card_info = ModelCardInfo(
-        model_name=Path(ce_args.output_dir).name, base_model=display_name(run.student_name), teacher="none (baseline)",
-        student_init=run.student_init, data=run.data.description,
-        evaluation="CE-only baseline of the KD student; see the KD student's report for the comparison.")
+        model_name=Path(ce_args.output_dir).name,
+        base_model=display_name(run.student_name),
+        teacher="none (baseline)",
+        student_init=run.student_init,
+        data=run.data.description,
+        evaluation="CE-only baseline of the KD student; see the KD student's report for the comparison.",
+    )
     trainer.save_model()
     return trainer
 
@@ -257,43 +276,77 @@ def evaluate_rows(recipe: RecipeArguments, args: Any, run: RecipeRun, students: 
         from ..evaluation import compute_perplexity
 
         tokenizers = {TEACHER_ROW: run.trainer.teacher_processing_class}
-        rows = {name: {k: v for k, v in compute_perplexity(model, tokenizers.get(name, run.tokenizer), texts,
-                                                           max_length=max_length,
-                                                           batch_size=recipe.eval_batch_size).items()
-                       if k in ("perplexity", "bits_per_byte")}
-                for name, model in {TEACHER_ROW: teacher, **students}.items()}
+        rows = {
+            name: {
+                k: v
+                for k, v in compute_perplexity(
+                    model,
+                    tokenizers.get(name, run.tokenizer),
+                    texts,
+                    max_length=max_length,
+                    batch_size=recipe.eval_batch_size,
+                ).items()
+                if k in ("perplexity", "bits_per_byte")
+            }
+            for name, model in {TEACHER_ROW: teacher, **students}.items()
+        }
     elif texts and teacher is not None:
         from .joint_eval import evaluate_against_teacher
 
-        rows = evaluate_against_teacher(teacher, students, run.tokenizer, texts, max_length=max_length,
-                                        batch_size=recipe.eval_batch_size, teacher_name=TEACHER_ROW)
+        rows = evaluate_against_teacher(
+            teacher,
+            students,
+            run.tokenizer,
+            texts,
+            max_length=max_length,
+            batch_size=recipe.eval_batch_size,
+            teacher_name=TEACHER_ROW,
+        )
     elif texts:
         from ..evaluation import compute_perplexity
 
-        rows = {name: {k: v for k, v in compute_perplexity(model, run.tokenizer, texts, max_length=max_length,
-                                                           batch_size=recipe.eval_batch_size).items()
-                       if k in ("perplexity", "bits_per_byte")} for name, model in students.items()}
+        rows = {
+            name: {
+                k: v
+                for k, v in compute_perplexity(
+                    model, run.tokenizer, texts, max_length=max_length, batch_size=recipe.eval_batch_size
+                ).items()
+                if k in ("perplexity", "bits_per_byte")
+            }
+            for name, model in students.items()
+        }
     models = ({TEACHER_ROW: teacher} if teacher is not None else {}) | students
     if recipe.next_line_pairs and texts:
-        pairs = build_next_line_pairs(run.data.eval_texts, max_pairs=recipe.next_line_pairs,
-                                      pairs_per_file=max(1, -(-recipe.next_line_pairs // len(texts))),
-                                      seed=recipe.split_seed)
+        pairs = build_next_line_pairs(
+            run.data.eval_texts,
+            max_pairs=recipe.next_line_pairs,
+            pairs_per_file=max(1, -(-recipe.next_line_pairs // len(texts))),
+            seed=recipe.split_seed,
+        )
         for name, model in models.items():
-            scores = evaluate_next_line_completion(model, run.tokenizer, pairs,
-                                                   max_context_tokens=recipe.next_line_context_tokens,
-                                                   max_new_tokens=recipe.next_line_max_new_tokens,
-                                                   batch_size=recipe.eval_batch_size)
+            scores = evaluate_next_line_completion(
+                model,
+                run.tokenizer,
+                pairs,
+                max_context_tokens=recipe.next_line_context_tokens,
+                max_new_tokens=recipe.next_line_max_new_tokens,
+                batch_size=recipe.eval_batch_size,
+            )
             rows.setdefault(name, {}).update({k: scores[k] for k in ("exact_match", "edit_similarity")})
     if recipe.humaneval_limit:
         from ..evaluation import evaluate_humaneval
 
         for name, model in models.items():
-            scores = evaluate_humaneval(model, run.tokenizer, limit=recipe.humaneval_limit,
-                                        allow_code_execution=recipe.allow_code_execution)
+            scores = evaluate_humaneval(
+                model, run.tokenizer, limit=recipe.humaneval_limit, allow_code_execution=recipe.allow_code_execution
+            )
             rows.setdefault(name, {})["pass@1"] = scores.get("pass@1")
     ordered = [TEACHER_ROW, BEFORE_ROW, CE_ROW, KD_ROW, *rows]
-    return {name: {m: rows[name][m] for m in REPORT_METRICS if m in rows[name]}
-            for name in dict.fromkeys(ordered) if name in rows}
+    return {
+        name: {m: rows[name][m] for m in REPORT_METRICS if m in rows[name]}
+        for name in dict.fromkeys(ordered)
+        if name in rows
+    }
 
 
 def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str, str]:
@@ -317,8 +370,9 @@ def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str,
     students = dict(students_before)
     if recipe.ce_baseline:
         ce_trainer = train_ce_baseline(run, args)
-        ce_history = [{("hard_loss" if k == "loss" else k): v for k, v in entry.items()}
-                      for entry in ce_trainer.state.log_history]
+        ce_history = [
+            {("hard_loss" if k == "loss" else k): v for k, v in entry.items()} for entry in ce_trainer.state.log_history
+        ]
         histories["CE-only (alpha=0)"] = ce_history
         students[CE_ROW] = ce_trainer.model
     students[KD_ROW] = trainer.model
@@ -332,9 +386,14 @@ def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str,
     paths: dict[str, str] = {}
     report_dir = recipe.report_dir or os.path.join(args.output_dir, "report")
     if trainer.is_world_process_zero() and rows:
-        paths = write_report(rows, report_dir, log_histories=histories, teacher=TEACHER_ROW,
-                             title=f"Distillation report: {display_name(run.teacher_name)} -> student",
-                             notes=report_notes(run, args))
+        paths = write_report(
+            rows,
+            report_dir,
+            log_histories=histories,
+            teacher=TEACHER_ROW,
+            title=f"Distillation report: {display_name(run.teacher_name)} -> student",
+            notes=report_notes(run, args),
+        )
     trainer.model_card_info = card_info(recipe, run, rows, paths)
     trainer.model_card_info.model_name = Path(args.output_dir).name
     trainer.save_model()
@@ -359,8 +418,9 @@ def card_info(recipe: RecipeArguments, run: RecipeRun, rows: dict, paths: dict) 
 
     evaluation = "No held-out evaluation was run."
     if rows:
-        evaluation = ("Held-out evaluation (texts never seen in training):\n\n"
-                      + markdown_table(rows, teacher=TEACHER_ROW))
+        evaluation = "Held-out evaluation (texts never seen in training):\n\n" + markdown_table(
+            rows, teacher=TEACHER_ROW
+        )
     return ModelCardInfo(
         base_model=display_name(run.student_name),
         teacher=display_name(run.teacher_name),

@@ -33,10 +33,11 @@ def _run(tmp_path: Path, processes: int, per_device_batch: int, kind: str) -> di
     return torch.load(out)
 
 
-@pytest.mark.parametrize("kind", ["kd", "feature"])
+@pytest.mark.parametrize("kind", ["kd", "feature", "nf4"])
 def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path, kind):
-    """For FeatureKDTrainer this covers its learned projections too: they sit outside DDP's wrapper, so the
-    trainer averages their gradients and clips them itself (max_grad_norm = 0.1 is set small enough to bite)."""
+    """nf4: an NF4 teacher loaded by path on every process. feature: FeatureKDTrainer's learned projections
+    sit outside DDP's wrapper, so the trainer averages their gradients and clips them itself (max_grad_norm =
+    0.1 is set small enough to bite)."""
     single = _run(tmp_path, processes=1, per_device_batch=8, kind=kind)
     double = _run(tmp_path, processes=2, per_device_batch=4, kind=kind)
     assert (single["world"], double["world"]) == (1, 2)

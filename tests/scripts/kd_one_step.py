@@ -1,7 +1,8 @@
 """One SGD step of KDTrainer (or FeatureKDTrainer) on tiny models; writes the parameter update to a file (rank 0).
 
 Run under `accelerate launch --multi_gpu --num_processes N` with `use_cpu` to compare N processes with one
-process on the same global batch. Usage: kd_one_step.py OUTPUT_FILE PER_DEVICE_BATCH [kd|feature]
+process on the same global batch. Usage: kd_one_step.py OUTPUT_FILE PER_DEVICE_BATCH [kd|feature|nf4]
+(nf4: the teacher is loaded by path in NF4 through bitsandbytes, as a cluster run would).
 """
 
 import sys
@@ -30,13 +31,23 @@ def main(output_file: str, per_device_batch: int, kind: str = "kd") -> None:
         trainer_class = FeatureKDTrainer
     else:
         student, teacher = make_tiny_llama(seed=0), make_tiny_llama(seed=1)
-        args = kd_args(Path(output_file).parent / "run", max_grad_norm=0.0, **common)
+        extra = {}
+        if kind == "nf4":
+            # bitsandbytes' CPU NF4 kernels need in_features >= the quantization block size (64).
+            teacher = make_tiny_llama(seed=1, hidden_size=64, num_heads=4)
+            teacher_dir = Path(output_file).parent / "teacher"
+            teacher.save_pretrained(teacher_dir)
+            make_word_tokenizer().save_pretrained(teacher_dir)
+            teacher, extra = str(teacher_dir), {"teacher_load_in_4bit": True, "teacher_dtype": "float32"}
+        args = kd_args(Path(output_file).parent / "run", max_grad_norm=0.0, **common, **extra)
         trainer_class = KDTrainer
     before = {k: v.clone() for k, v in student.state_dict().items()}
     dataset = make_text_dataset(num_rows=8, min_len=2, max_len=14, seed=5)
     trainer = trainer_class(
         model=student, teacher_model=teacher, args=args, train_dataset=dataset, processing_class=make_word_tokenizer()
     )
+    if kind == "nf4":
+        assert any(type(m).__name__ == "Linear4bit" for m in trainer.teacher_model.modules())
     projections = getattr(trainer, "feature_projections", None)
     before_proj = {} if projections is None else {k: v.clone() for k, v in projections.state_dict().items()}
     trainer.train()

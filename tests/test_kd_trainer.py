@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import kd_args, make_text_dataset, make_tiny_llama, make_word_tokenizer, reference_kd_loss
@@ -354,3 +356,32 @@ def test_renamed_special_tokens_at_the_same_ids_are_accepted(tmp_path):
         processing_class=student_tok,
     )
     assert trainer.shared_vocab_size == 64
+
+
+@pytest.mark.parametrize("config_class", ["TrainingArguments", "SFTConfig"])
+def test_plain_training_arguments_are_converted_keeping_every_setting(tmp_path, config_class):
+    """Code written for Trainer/SFTTrainer passes its own arguments object: the swap must keep every setting."""
+    import transformers
+    import trl
+
+    cls = getattr(transformers, config_class, None) or getattr(trl, config_class)
+    extra = {"max_length": 24} if config_class == "SFTConfig" else {}
+    args = cls(
+        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, learning_rate=3e-3, use_cpu=True,
+        bf16=False, report_to=[], save_strategy="no", logging_steps=1, seed=7, disable_tqdm=True, **extra,
+    )  # fmt: skip
+    trainer = KDTrainer(
+        model=make_tiny_llama(seed=0),
+        teacher_model=make_tiny_llama(seed=1),
+        args=args,
+        train_dataset=make_text_dataset(),
+        processing_class=make_word_tokenizer(),
+    )
+    assert isinstance(trainer.args, KDConfig)
+    for name in ("output_dir", "max_steps", "per_device_train_batch_size", "learning_rate", "seed", *extra):
+        assert getattr(trainer.args, name) == getattr(args, name), name
+    fields = KDConfig.__dataclass_fields__
+    assert (trainer.args.temperature, trainer.args.alpha) == (fields["temperature"].default, fields["alpha"].default)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "soft_loss" in entry]
+    assert len(logged) == 2 and all(math.isfinite(entry["loss"]) for entry in logged)

@@ -105,6 +105,22 @@ def test_matches_float64_reference_value_and_gradient(vs, vt, temperature, top_k
     torch.testing.assert_close(student_logits.grad.double(), ref_student.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_bf16_student_logits_get_a_bf16_gradient_close_to_the_float64_one():
+    """The gradient buffer lives in the logits' dtype (no float32 (tokens x vocab) copy): check it stays accurate."""
+    student_logits, teacher_logits, alignment, ref_groups = _setup(12, 20)
+    spec = CrossVocabLossSpec(temperature=2.0, uld_weight=1.0, exact_weight=0.5, chunk_size=2)
+    student = student_logits.detach().bfloat16().requires_grad_(True)
+    terms = cross_vocab_loss(student, teacher_logits, alignment, spec, shared_pairs=PAIRS)
+    terms.loss.backward()
+
+    ref_student = student.detach().double().requires_grad_(True)
+    expected = _reference(ref_student, teacher_logits, ref_groups, 2.0, None, 1.0, 0.5, PAIRS)
+    expected.backward()
+    assert student.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(terms.loss.double(), expected.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(student.grad.double(), ref_student.grad, rtol=2e-2, atol=2e-3)
+
+
 def test_zero_for_identical_distributions_over_identical_vocabularies():
     gen = torch.Generator().manual_seed(3)
     vocab, length = 16, 8

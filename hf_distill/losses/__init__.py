@@ -1,5 +1,6 @@
 """Pure tensor loss functions (no transformers import): divergences, chunked token KD, feature terms."""
 
+from .cross_entropy import cross_entropy_sum
 from .divergences import DIVERGENCES, DivergenceParams, divergence_rows
 from .token_kd import (
     IGNORE_INDEX,
@@ -19,6 +20,7 @@ __all__ = [
     "KDLossTerms",
     "LogitSource",
     "causal_targets",
+    "cross_entropy_sum",
     "divergence_rows",
     "token_kd_loss",
     "token_kd_loss_from_logits",

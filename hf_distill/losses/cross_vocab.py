@@ -204,7 +204,9 @@ class _CrossVocabLoss(torch.autograd.Function):
         if not torch.isfinite(t_cont).all():
             raise ValueError("Teacher logits contain NaN/Inf on aligned positions; check the teacher's dtype.")
 
-        grad = torch.zeros(student_logits.shape, dtype=torch.float32, device=device) if need_grad else None
+        # One gradient buffer in the logits' own dtype: it is what autograd would hold for the logits anyway, and
+        # it is scaled in place in backward (no float32 (tokens x vocab) copy, no second buffer).
+        grad = torch.zeros_like(student_logits) if need_grad else None
         cont_coeff = torch.zeros(num_groups, dtype=torch.float32, device=device)
         sums = torch.zeros(2, dtype=torch.float64, device=device)
         with torch.no_grad():
@@ -236,18 +238,19 @@ class _CrossVocabLoss(torch.autograd.Function):
                 del log_q, tz
                 if need_grad:
                     # Tempered logits are z / T and the loss carries T^2: net factor T on the gradient.
-                    grad.index_add_(0, s_rows, grad_z.mul_(temperature))
+                    grad.index_add_(0, s_rows, grad_z.mul_(temperature).to(grad.dtype))
             if need_grad and spec.uld_weight > 0:
                 _add_chain_grad(grad, student_logits, alignment.student_chain, cont_coeff, temperature, step)
 
-        ctx.grad = None if grad is None else grad.to(student_logits.dtype)
+        ctx.grad = grad
         loss = (temperature**2 * (spec.uld_weight * sums[0] + spec.exact_weight * sums[1])).float()
         ctx.mark_non_differentiable(sums)
         return loss, sums.float()
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_sums):
-        grad = None if ctx.grad is None else ctx.grad * grad_loss.to(ctx.grad.dtype)
+        grad = None if ctx.grad is None else ctx.grad.mul_(grad_loss.to(ctx.grad.dtype))
+        ctx.grad = None
         return grad, None, None, None, None
 
 
@@ -259,4 +262,4 @@ def _add_chain_grad(grad, logits, chain: TokenChain, coeff: Tensor, temperature:
         c = coeff.index_select(0, chain.group[start : start + step])[:, None]
         row_grad = -c * q
         row_grad.scatter_add_(1, chain.token[start : start + step, None], c)
-        grad.index_add_(0, rows, row_grad.mul_(temperature))
+        grad.index_add_(0, rows, row_grad.mul_(temperature).to(grad.dtype))

@@ -28,8 +28,9 @@ from ..crosstok import (
     spans_from_ids,
     tokenize_with_spans,
 )
+from ..losses.cross_entropy import cross_entropy_sum
 from ..losses.cross_vocab import CrossVocabLossSpec, cross_vocab_loss
-from ..losses.token_kd import IGNORE_INDEX, KDLossTerms, causal_targets
+from ..losses.token_kd import IGNORE_INDEX, KDLossTerms, LogitSource, causal_targets
 
 # Config attributes through which a model post-processes logits beyond `hidden @ lm_head.T`.
 _UNSUPPORTED_HEAD_POSTPROCESSING = ("logit_scale", "logits_scaling", "output_multiplier")
@@ -228,7 +229,7 @@ class CrossTokenizerDistiller:
         else:
             soft_loss = flat.new_zeros((), dtype=torch.float32)
             soft_sum = kl_sum = soft_loss.detach()
-        hard = self._cross_entropy_sum(flat, targets)
+        hard = cross_entropy_sum(LogitSource(flat), targets, self.spec.chunk_size)
         loss = self.alpha * soft_loss + (1.0 - self.alpha) * hard
         with torch.no_grad():
             student_top = flat.index_select(0, alignment.student_row).argmax(-1)
@@ -244,17 +245,6 @@ class CrossTokenizerDistiller:
             top1_agree=agree,
             kl_sum=kl_sum.detach(),
         )
-
-    def _cross_entropy_sum(self, flat_logits: Tensor, targets: Tensor) -> Tensor:
-        rows = (targets != IGNORE_INDEX).nonzero().flatten()
-        total = flat_logits.new_zeros((), dtype=torch.float32)
-        step = self.spec.rows_per_chunk(flat_logits.shape[-1])
-        for start in range(0, rows.numel(), step):
-            chunk = rows[start : start + step]
-            total = total + F.cross_entropy(
-                flat_logits.index_select(0, chunk).float(), targets.index_select(0, chunk), reduction="sum"
-            )
-        return total
 
 
 # ---- the hooks KDTrainer calls ----------------------------------------------------------------------

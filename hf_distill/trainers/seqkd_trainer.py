@@ -15,45 +15,16 @@ from typing import Any
 import torch
 from datasets import Dataset
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel, TrainingArguments
 
-from ..losses.token_kd import IGNORE_INDEX, KDLossSpec, LogitSource, causal_targets
+from ..losses.cross_entropy import cross_entropy_sum
+from ..losses.token_kd import IGNORE_INDEX, LogitSource, causal_targets
 from .forward_redirect import call_inside_forward
 from .kd_trainer import MODEL_INPUT_KEYS, KDTrainer, core_model
 from .seqkd_config import SeqKDConfig
 
 SOURCE_COLUMN = "seqkd_source"
 TEACHER_SOURCE, GROUND_TRUTH_SOURCE = 0, 1
-
-
-def completion_ce_sum(student: LogitSource, targets: Tensor, rows_per_chunk: int) -> Tensor:
-    """Cross-entropy summed over positions whose target is not -100, a chunk of positions at a time.
-
-    Each chunk runs under activation checkpointing, so only one chunk's float32 (tokens x vocab) logits exist
-    at any time, in the forward and in the backward pass.
-    """
-    rows = torch.nonzero(targets != IGNORE_INDEX).squeeze(1)
-    total = student.states.new_zeros((), dtype=torch.float32)
-    for chunk in rows.split(rows_per_chunk):
-        total = total + checkpoint(
-            _chunk_ce,
-            student.states,
-            student.head_weight,
-            student.head_bias,
-            chunk,
-            targets.index_select(0, chunk),
-            use_reentrant=False,
-        )
-    return total
-
-
-def _chunk_ce(states: Tensor, weight: Tensor | None, bias: Tensor | None, rows: Tensor, targets: Tensor) -> Tensor:
-    picked = states.index_select(0, rows)
-    logits = picked if weight is None else picked @ weight.t()
-    if bias is not None and weight is not None:
-        logits = logits + bias
-    return nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
 
 
 def seqkd_training_rows(dataset: Any, args: SeqKDConfig) -> Any:
@@ -272,22 +243,19 @@ class SeqKDTrainer(KDTrainer):
         else:
             logits = unwrapped(**model_inputs, use_cache=False).logits
             student = LogitSource(logits.reshape(-1, logits.shape[-1]))
-        chunk = self._rows_per_chunk(student.vocab_size)
+        chunk = self.args.loss_chunk_size
         kd_terms = None
         if teacher_signal is not None:
             kd_terms = self.kd_loss(student, teacher_signal, teacher_targets)
             seq_sum, seq_ce = kd_terms.loss, kd_terms.hard_sum.detach()
         else:
-            seq_sum = completion_ce_sum(student, teacher_targets, chunk)
+            seq_sum = cross_entropy_sum(student, teacher_targets, chunk)
             seq_ce = seq_sum.detach()
         if self.args.beta < 1.0:
-            gt_sum = completion_ce_sum(student, truth_targets, chunk)
+            gt_sum = cross_entropy_sum(student, truth_targets, chunk)
         else:
             gt_sum = seq_sum.new_zeros(())
         return seq_sum, seq_ce, _num_targets(teacher_targets), gt_sum, _num_targets(truth_targets), kd_terms
-
-    def _rows_per_chunk(self, vocab_size: int) -> int:
-        return KDLossSpec(chunk_size=self.args.loss_chunk_size).rows_per_chunk(vocab_size)
 
     # ---- logging -----------------------------------------------------------------------------------
 

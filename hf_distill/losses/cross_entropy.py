@@ -1,0 +1,65 @@
+"""Cross-entropy summed over target positions, chunked like the KD losses, with a closed-form gradient.
+
+Why not autograd over chunks: each chunk's `index_select` would send back a gradient the size of the *whole*
+input in backward, one per chunk; for logits that is a (tokens x vocab) tensor per chunk. Here the gradient
+(softmax - onehot) is formed block by block and written once into the input's gradient, and with a
+`LogitSource` carrying hidden states plus the `lm_head` weight, full logits are never formed at all.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .chunk_grads import StudentGradients, scale_in_place
+from .token_kd import IGNORE_INDEX, ChunkPlan, KDLossSpec, LogitSource, _pick_rows, _project, _row_chunks
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, states, weight, bias, targets, rows, plan: ChunkPlan, vocab):
+        grads = StudentGradients(states, weight, bias, ctx.needs_input_grad[:3], vocab)
+        total = torch.zeros((), dtype=torch.float64, device=states.device)
+        for chunk_rows, selector in _row_chunks(rows, plan.rows):
+            z = _project(states, weight, bias, selector, vocab)
+            chunk_targets = targets.index_select(0, chunk_rows).unsqueeze(1)
+            for block in plan.blocks(chunk_rows.numel()):
+                logits, block_targets = z[block], chunk_targets[block]
+                lse = logits.logsumexp(-1, keepdim=True)
+                total += (lse - logits.gather(1, block_targets)).sum()
+                if grads.needed:  # d CE / d z = softmax(z) - onehot, written over the block's logits
+                    logits.sub_(lse).exp_()
+                    logits.scatter_add_(1, block_targets, torch.full_like(block_targets, -1.0, dtype=logits.dtype))
+            if grads.needed:
+                need_rows = weight is not None and grads.grad_weight is not None
+                grads.add(z, chunk_rows, _pick_rows(states, selector) if need_rows else None)
+            del z
+        if not bool(torch.isfinite(total)):
+            raise ValueError("The cross-entropy is not finite: the student's logits contain NaN/Inf.")
+        ctx.grads = grads.finish()
+        return total.float()
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        scaled = scale_in_place(ctx.grads, grad_total)
+        ctx.grads = None
+        return (*scaled, None, None, None, None)
+
+
+def cross_entropy_sum(student: LogitSource, targets: Tensor, chunk_size: int | None = None) -> Tensor:
+    """Sum of -log softmax(logits)[target] over rows whose target is not -100 (float32, differentiable).
+
+    ``targets`` is (tokens,) and aligned with the rows of ``student`` (use ``causal_targets`` for causal LM
+    labels). ``chunk_size`` is the number of rows projected at once (None: automatic, see ``KDLossSpec``).
+    """
+    if targets.numel() != student.num_tokens:
+        raise ValueError(f"targets ({targets.numel()}) and logit rows ({student.num_tokens}) must match.")
+    vocab = student.vocab_size
+    targets = targets.to(student.states.device)
+    rows = torch.nonzero(targets != IGNORE_INDEX).squeeze(1)
+    if rows.numel() and int(targets.index_select(0, rows).max()) >= vocab:
+        raise ValueError(f"A target token id is >= the vocabulary size {vocab}.")
+    plan = KDLossSpec(chunk_size=chunk_size).chunk_plan(vocab, device_type=student.states.device.type)
+    return _ChunkedCrossEntropy.apply(
+        student.states, student.head_weight, student.head_bias, targets, rows, plan, vocab
+    )

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from hf_distill.crosstok import AlignedExample, AlignedGroup, build_alignment
+from hf_distill.losses import LogitSource
 from hf_distill.losses.cross_vocab import CrossVocabLossSpec, cross_vocab_loss
 
 
@@ -103,6 +104,29 @@ def test_matches_float64_reference_value_and_gradient(vs, vt, temperature, top_k
     assert terms.num_groups == len(ref_groups) == 6
     torch.testing.assert_close(terms.loss.double(), expected.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(student_logits.grad.double(), ref_student.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_size", [2, None])
+def test_fused_student_head_matches_float64_reference_for_hidden_weight_and_bias(chunk_size):
+    """Student as hidden states + lm_head: only the rows the loss reads are projected; every gradient exact."""
+    _, teacher_logits, alignment, ref_groups = _setup(12, 20)
+    gen = torch.Generator().manual_seed(5)
+    h = torch.randn(14, 6, generator=gen, requires_grad=True)
+    w = (torch.randn(12, 6, generator=gen) * 1.5).requires_grad_(True)
+    b = torch.randn(12, generator=gen, requires_grad=True)
+    spec = CrossVocabLossSpec(temperature=1.5, uld_weight=1.0, exact_weight=0.5, chunk_size=chunk_size)
+    terms = cross_vocab_loss(LogitSource(h, w, b), teacher_logits, alignment, spec, shared_pairs=PAIRS)
+    terms.loss.backward()
+
+    h64, w64, b64 = (t.detach().double().requires_grad_(True) for t in (h, w, b))
+    logits64 = h64 @ w64.t() + b64
+    expected = _reference(logits64, teacher_logits, ref_groups, 1.5, None, 1.0, 0.5, PAIRS)
+    expected.backward()
+    torch.testing.assert_close(terms.loss.double(), expected.detach(), rtol=1e-5, atol=1e-6)
+    for got, want in ((h.grad, h64.grad), (w.grad, w64.grad), (b.grad, b64.grad)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6)
+    first_rows = torch.tensor([rows[0] for rows, _, _, _ in ref_groups])
+    assert terms.student_top1.tolist() == logits64.detach()[first_rows].argmax(-1).tolist()
 
 
 def test_bf16_student_logits_get_a_bf16_gradient_close_to_the_float64_one():

@@ -86,6 +86,26 @@ def test_loss_combines_soft_and_hard_terms_with_gradients_for_the_student_only(t
     assert all(p.grad is None for p in trainer.teacher_model.parameters())
 
 
+def test_fused_student_head_gives_the_logits_path_loss_and_gradients(tmp_path):
+    """With the fused head the student's full logits are never formed; the step must not change."""
+    results = {}
+    for fused in (True, False):
+        trainer = _trainer(tmp_path / str(fused), fused_lm_head=fused, exact_match_weight=0.5)
+        assert trainer.use_fused_head is fused
+        batch = _batch(trainer)
+        terms = cross_tokenizer_terms(trainer, trainer.model, batch)
+        terms.loss.backward()
+        grads = {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
+        results[fused] = (terms, grads)
+    (fused_terms, fused_grads), (plain_terms, plain_grads) = results[True], results[False]
+    for field in ("loss", "soft_sum", "hard_sum", "kl_sum", "top1_agree"):
+        torch.testing.assert_close(getattr(fused_terms, field), getattr(plain_terms, field), rtol=1e-5, atol=1e-6)
+    assert fused_grads.keys() == plain_grads.keys() and "lm_head.weight" in fused_grads
+    for name, grad in plain_grads.items():
+        scale = float(grad.abs().max())  # float32 sums in another order: compare relative to the tensor's scale
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
 def test_training_on_the_soft_term_reduces_it_on_the_training_batch(tmp_path):
     trainer = _trainer(tmp_path, alpha=1.0, max_steps=4, learning_rate=5e-3)
     batch = _batch(trainer)

@@ -33,18 +33,19 @@ class StudentGradients:
     def add(self, grad_logits: Tensor, rows: Tensor, picked_states: Tensor | None = None) -> None:
         """Add the float32 gradient w.r.t. the logits of `rows` (chunk x vocab).
 
-        `picked_states` are `states[rows]` when the caller already has them (saves one gather).
+        Rows may repeat, within a call and across calls (the cross-vocabulary loss reads some rows twice): their
+        gradients add up. `picked_states` are `states[rows]` when the caller already has them (saves one gather).
         """
         vocab = self.vocab
         if self.weight is None:
             if self.grad_states is not None:
                 full = torch.zeros(rows.numel(), self.states.shape[1], dtype=self.states.dtype, device=rows.device)
                 full[:, :vocab] = grad_logits.to(self.states.dtype)
-                self.grad_states.index_copy_(0, rows, full)
+                self.grad_states.index_add_(0, rows, full)
             return
         if self.grad_states is not None:
             grad_h = grad_logits.to(self.weight.dtype) @ self.weight[:vocab]
-            self.grad_states.index_copy_(0, rows, grad_h.to(self.states.dtype))
+            self.grad_states.index_add_(0, rows, grad_h.to(self.states.dtype))
         if self.grad_weight is not None:
             if picked_states is None:
                 picked_states = self.states[rows]

@@ -14,17 +14,22 @@ the same-vocabulary soft term:
   term finite whatever mass either side puts on tokens the other vocabulary lacks.
 
 Memory: groups are processed in chunks, and each chunk computes its gradient in closed form and
-frees its (chunk x vocab) temporaries, so autograd never holds float32 copies of the whole batch.
+frees its (chunk x vocab) temporaries, so autograd never holds float32 copies of the whole batch. The student
+can be given as hidden states plus its ``lm_head`` (a ``LogitSource``): then only the rows the loss reads are
+projected, a chunk at a time, and the student's full logits are never formed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..crosstok.batch import CrossTokenAlignment, TokenChain
+from .chunk_grads import StudentGradients, scale_in_place
+from .token_kd import LogitSource, _project
 
 # float32 elements per (chunk x vocab) temporary.
 DEFAULT_CHUNK_ELEMENTS = 1 << 23
@@ -66,10 +71,11 @@ class CrossVocabLossTerms:
     uld_sum: Tensor
     exact_sum: Tensor
     num_groups: int
+    student_top1: Tensor | None = None  # the student's argmax at each group's row (for agreement metrics)
 
 
 def cross_vocab_loss(
-    student_logits: Tensor,
+    student: Tensor | LogitSource,
     teacher_logits: Tensor,
     alignment: CrossTokenAlignment,
     spec: CrossVocabLossSpec,
@@ -77,32 +83,41 @@ def cross_vocab_loss(
 ) -> CrossVocabLossTerms:
     """Cross-vocabulary soft loss summed over the aligned groups of a batch.
 
-    ``student_logits`` (Ns, Vs) and ``teacher_logits`` (Nt, Vt) are flattened rows indexed by
-    ``alignment``; ``shared_pairs`` = (student_ids, teacher_ids) of identical-text tokens is required
-    when ``spec.exact_weight > 0``. Only the student receives gradients.
+    ``student`` is (Ns, Vs) logits or a ``LogitSource`` (hidden states plus ``lm_head``); ``teacher_logits``
+    (Nt, Vt). Rows are flattened positions indexed by ``alignment``; ``shared_pairs`` = (student_ids,
+    teacher_ids) of identical-text tokens is required when ``spec.exact_weight > 0``. Only the student
+    receives gradients.
     """
-    _check_inputs(student_logits, teacher_logits, alignment, spec, shared_pairs)
-    device = student_logits.device
+    if not isinstance(student, LogitSource):
+        if student.dim() != 2:
+            raise ValueError(f"student_logits must be 2-D (rows, vocab), got shape {tuple(student.shape)}.")
+        student = LogitSource(student)
+    _check_inputs(student, teacher_logits, alignment, spec, shared_pairs)
+    device = student.states.device
     alignment = alignment.to(device)
     teacher_logits = teacher_logits.detach().to(device)
     if shared_pairs is not None:
         shared_pairs = (shared_pairs[0].to(device), shared_pairs[1].to(device))
-    loss, sums = _CrossVocabLoss.apply(student_logits, teacher_logits, alignment, spec, shared_pairs)
-    return CrossVocabLossTerms(loss=loss, uld_sum=sums[0], exact_sum=sums[1], num_groups=alignment.num_groups)
+    loss, sums, student_top1 = _CrossVocabLoss.apply(
+        student.states, student.head_weight, student.head_bias, teacher_logits, alignment, spec, shared_pairs
+    )
+    return CrossVocabLossTerms(
+        loss=loss, uld_sum=sums[0], exact_sum=sums[1], num_groups=alignment.num_groups, student_top1=student_top1
+    )
 
 
-def _check_inputs(student_logits, teacher_logits, alignment, spec, shared_pairs) -> None:
-    for name, logits in (("student", student_logits), ("teacher", teacher_logits)):
-        if logits.dim() != 2:
-            raise ValueError(f"{name}_logits must be 2-D (rows, vocab), got shape {tuple(logits.shape)}.")
+def _check_inputs(student: LogitSource, teacher_logits, alignment, spec, shared_pairs) -> None:
+    if teacher_logits.dim() != 2:
+        raise ValueError(f"teacher_logits must be 2-D (rows, vocab), got shape {tuple(teacher_logits.shape)}.")
+    s_rows, s_vocab = student.num_tokens, student.vocab_size
     checks = (
-        ("student row", alignment.student_row, student_logits.shape[0]),
+        ("student row", alignment.student_row, s_rows),
         ("teacher row", alignment.teacher_row, teacher_logits.shape[0]),
-        ("student chain row", alignment.student_chain.row, student_logits.shape[0]),
+        ("student chain row", alignment.student_chain.row, s_rows),
         ("teacher chain row", alignment.teacher_chain.row, teacher_logits.shape[0]),
-        ("student token id", alignment.student_first_token, student_logits.shape[1]),
+        ("student token id", alignment.student_first_token, s_vocab),
         ("teacher token id", alignment.teacher_first_token, teacher_logits.shape[1]),
-        ("student chain token id", alignment.student_chain.token, student_logits.shape[1]),
+        ("student chain token id", alignment.student_chain.token, s_vocab),
         ("teacher chain token id", alignment.teacher_chain.token, teacher_logits.shape[1]),
     )
     for name, index, size in checks:
@@ -114,18 +129,21 @@ def _check_inputs(student_logits, teacher_logits, alignment, spec, shared_pairs)
         s_ids, t_ids = shared_pairs
         if s_ids.shape != t_ids.shape or s_ids.dim() != 1 or s_ids.numel() == 0:
             raise ValueError("shared_pairs must be two non-empty 1-D tensors of equal length.")
-        if int(s_ids.max()) >= student_logits.shape[1] or int(t_ids.max()) >= teacher_logits.shape[1]:
+        if int(s_ids.max()) >= s_vocab or int(t_ids.max()) >= teacher_logits.shape[1]:
             raise ValueError("shared_pairs hold token ids beyond the logits' vocabulary sizes.")
         if s_ids.unique().numel() != s_ids.numel() or t_ids.unique().numel() != t_ids.numel():
             raise ValueError("shared_pairs must pair each token id at most once on each side.")
 
 
-def _chain_log_probs(logits: Tensor, chain: TokenChain, num_groups: int, temperature: float, step: int) -> Tensor:
+RowLogits = Callable[[Tensor], Tensor]  # row indices -> a fresh float32 (rows x vocab) tensor
+
+
+def _chain_log_probs(row_logits: RowLogits, chain: TokenChain, num_groups: int, temperature: float, step: int):
     """Per group, the summed log-probabilities of its continuation tokens (0 for one-token groups)."""
-    total = torch.zeros(num_groups, dtype=torch.float32, device=logits.device)
+    total = torch.zeros(num_groups, dtype=torch.float32, device=chain.row.device)
     for start in range(0, chain.row.numel(), step):
         rows = chain.row[start : start + step]
-        z = logits.index_select(0, rows).float() / temperature
+        z = row_logits(rows).div_(temperature)
         picked = z.gather(1, chain.token[start : start + step, None]).squeeze(1) - z.logsumexp(-1)
         total.index_add_(0, chain.group[start : start + step], picked)
     return total
@@ -188,78 +206,87 @@ def _exact_rows(z: Tensor, teacher_z: Tensor, pairs: tuple[Tensor, Tensor]) -> t
 
 
 class _CrossVocabLoss(torch.autograd.Function):
-    """Chunked forward that also produces the student-logit gradient; backward only rescales it."""
+    """Chunked forward that also produces the student's input gradients; backward only rescales them."""
 
     @staticmethod
-    def forward(ctx, student_logits, teacher_logits, alignment: CrossTokenAlignment, spec, shared_pairs):
+    def forward(ctx, s_states, s_weight, s_bias, teacher_logits, alignment: CrossTokenAlignment, spec, shared_pairs):
         temperature = spec.temperature
         num_groups = alignment.num_groups
-        need_grad = ctx.needs_input_grad[0]
-        vocab = max(student_logits.shape[1], teacher_logits.shape[1])
-        step = spec.rows_per_chunk(vocab)
-        device = student_logits.device
+        s_vocab = s_states.shape[1] if s_weight is None else s_weight.shape[0]
+        # Gradients go straight to the student's inputs: logits (one buffer in their own dtype, what autograd
+        # would hold for them anyway), or hidden states and lm_head weight, whose logits are never formed whole.
+        grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], s_vocab)
+        need_grad = grads.needed
+        step = spec.rows_per_chunk(max(s_vocab, teacher_logits.shape[1]))
+        device = s_states.device
 
-        s_cont = _chain_log_probs(student_logits.detach(), alignment.student_chain, num_groups, temperature, step)
-        t_cont = _chain_log_probs(teacher_logits, alignment.teacher_chain, num_groups, temperature, step)
+        def student_rows(rows: Tensor) -> Tensor:
+            return _project(s_states, s_weight, s_bias, rows, s_vocab)
+
+        def teacher_rows(rows: Tensor) -> Tensor:
+            return teacher_logits.index_select(0, rows).float()
+
+        s_cont = _chain_log_probs(student_rows, alignment.student_chain, num_groups, temperature, step)
+        t_cont = _chain_log_probs(teacher_rows, alignment.teacher_chain, num_groups, temperature, step)
         if not torch.isfinite(t_cont).all():
             raise ValueError("Teacher logits contain NaN/Inf on aligned positions; check the teacher's dtype.")
 
-        # One gradient buffer in the logits' own dtype: it is what autograd would hold for the logits anyway, and
-        # it is scaled in place in backward (no float32 (tokens x vocab) copy, no second buffer).
-        grad = torch.zeros_like(student_logits) if need_grad else None
         cont_coeff = torch.zeros(num_groups, dtype=torch.float32, device=device)
         sums = torch.zeros(2, dtype=torch.float64, device=device)
-        with torch.no_grad():
-            for start in range(0, num_groups, step):
-                chunk = slice(start, start + step)
-                s_rows, t_rows = alignment.student_row[chunk], alignment.teacher_row[chunk]
-                s_first, t_first = alignment.student_first_token[chunk], alignment.teacher_first_token[chunk]
-                tz = teacher_logits.index_select(0, t_rows).float() / temperature
-                if not torch.isfinite(tz).all():
-                    raise ValueError("Teacher logits contain NaN/Inf on aligned positions; check the teacher's dtype.")
-                z = student_logits.index_select(0, s_rows).float() / temperature
-                s_merged, log_q = _merged_probs(z, s_first, s_cont[chunk])
-                t_merged, _ = _merged_probs(tz, t_first, t_cont[chunk])
-                grad_z = torch.zeros_like(z)
-                if spec.uld_weight > 0:
-                    values, grad_m = _uld_rows(s_merged, t_merged, spec.top_k)
-                    sums[0] += values.sum()
-                    # m_j = q_j except m_f = q_f * exp(cont): dL/dz = w - q * sum(w) with w = g * m.
-                    weighted = grad_m.mul_(s_merged)
-                    grad_z.add_(weighted - log_q.exp() * weighted.sum(-1, keepdim=True), alpha=spec.uld_weight)
-                    cont_coeff[chunk] = spec.uld_weight * weighted.gather(1, s_first[:, None]).squeeze(1)
-                    del weighted, grad_m
-                del s_merged, t_merged
-                if spec.exact_weight > 0:
-                    values, grad_exact = _exact_rows(z, tz, shared_pairs)
-                    sums[1] += values.sum()
-                    grad_z.add_(grad_exact, alpha=spec.exact_weight)
-                    del grad_exact
-                del log_q, tz
-                if need_grad:
-                    # Tempered logits are z / T and the loss carries T^2: net factor T on the gradient.
-                    grad.index_add_(0, s_rows, grad_z.mul_(temperature).to(grad.dtype))
-            if need_grad and spec.uld_weight > 0:
-                _add_chain_grad(grad, student_logits, alignment.student_chain, cont_coeff, temperature, step)
+        student_top1 = torch.zeros(num_groups, dtype=torch.long, device=device)
+        for start in range(0, num_groups, step):
+            chunk = slice(start, start + step)
+            s_rows, t_rows = alignment.student_row[chunk], alignment.teacher_row[chunk]
+            s_first, t_first = alignment.student_first_token[chunk], alignment.teacher_first_token[chunk]
+            tz = teacher_rows(t_rows).div_(temperature)
+            if not torch.isfinite(tz).all():
+                raise ValueError("Teacher logits contain NaN/Inf on aligned positions; check the teacher's dtype.")
+            z = student_rows(s_rows).div_(temperature)
+            student_top1[chunk] = z.argmax(-1)
+            s_merged, log_q = _merged_probs(z, s_first, s_cont[chunk])
+            t_merged, _ = _merged_probs(tz, t_first, t_cont[chunk])
+            grad_z = torch.zeros_like(z)
+            if spec.uld_weight > 0:
+                values, grad_m = _uld_rows(s_merged, t_merged, spec.top_k)
+                sums[0] += values.sum()
+                # m_j = q_j except m_f = q_f * exp(cont): dL/dz = w - q * sum(w) with w = g * m.
+                weighted = grad_m.mul_(s_merged)
+                grad_z.add_(weighted - log_q.exp() * weighted.sum(-1, keepdim=True), alpha=spec.uld_weight)
+                cont_coeff[chunk] = spec.uld_weight * weighted.gather(1, s_first[:, None]).squeeze(1)
+                del weighted, grad_m
+            del s_merged, t_merged
+            if spec.exact_weight > 0:
+                values, grad_exact = _exact_rows(z, tz, shared_pairs)
+                sums[1] += values.sum()
+                grad_z.add_(grad_exact, alpha=spec.exact_weight)
+                del grad_exact
+            del log_q, tz, z
+            if need_grad:
+                # Tempered logits are z / T and the loss carries T^2: net factor T on the gradient.
+                grads.add(grad_z.mul_(temperature), s_rows)
+        if need_grad and spec.uld_weight > 0:
+            _add_chain_grad(grads, student_rows, alignment.student_chain, cont_coeff, temperature, step)
 
-        ctx.grad = grad
+        ctx.grads = grads.finish()
         loss = (temperature**2 * (spec.uld_weight * sums[0] + spec.exact_weight * sums[1])).float()
-        ctx.mark_non_differentiable(sums)
-        return loss, sums.float()
+        ctx.mark_non_differentiable(sums, student_top1)
+        return loss, sums.float(), student_top1
 
     @staticmethod
-    def backward(ctx, grad_loss, _grad_sums):
-        grad = None if ctx.grad is None else ctx.grad.mul_(grad_loss.to(ctx.grad.dtype))
-        ctx.grad = None
-        return grad, None, None, None, None
+    def backward(ctx, grad_loss, _grad_sums, _grad_top1):
+        scaled = scale_in_place(ctx.grads, grad_loss)
+        ctx.grads = None
+        return (*scaled, None, None, None, None)
 
 
-def _add_chain_grad(grad, logits, chain: TokenChain, coeff: Tensor, temperature: float, step: int) -> None:
+def _add_chain_grad(
+    grads: StudentGradients, row_logits: RowLogits, chain: TokenChain, coeff: Tensor, temperature: float, step: int
+) -> None:
     """Continuation rows enter the loss through log p(token): gradient coeff * (onehot - q), times T."""
     for start in range(0, chain.row.numel(), step):
         rows = chain.row[start : start + step]
-        q = (logits.index_select(0, rows).float() / temperature).softmax(-1)
+        q = row_logits(rows).div_(temperature).softmax(-1)
         c = coeff.index_select(0, chain.group[start : start + step])[:, None]
-        row_grad = -c * q
+        row_grad = q.mul_(-c)
         row_grad.scatter_add_(1, chain.token[start : start + step, None], c)
-        grad.index_add_(0, rows, row_grad.mul_(temperature).to(grad.dtype))
+        grads.add(row_grad.mul_(temperature), rows)

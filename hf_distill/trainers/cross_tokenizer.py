@@ -30,7 +30,7 @@ from ..crosstok import (
 )
 from ..losses.cross_entropy import cross_entropy_sum
 from ..losses.cross_vocab import CrossVocabLossSpec, cross_vocab_loss
-from ..losses.token_kd import IGNORE_INDEX, KDLossTerms, LogitSource, causal_targets
+from ..losses.token_kd import IGNORE_INDEX, KDLossTerms, LogitSource, _project, causal_targets
 
 # Config attributes through which a model post-processes logits beyond `hidden @ lm_head.T`.
 _UNSUPPORTED_HEAD_POSTPROCESSING = ("logit_scale", "logits_scaling", "output_multiplier")
@@ -217,23 +217,34 @@ class CrossTokenizerDistiller:
 
     # ---- loss ----------------------------------------------------------------------------------
 
-    def terms(self, student_logits: Tensor, teacher_logits: Tensor, view: TeacherView, labels: Tensor) -> KDLossTerms:
-        """``alpha * soft + (1 - alpha) * CE``, both sums; ``kl_sum`` holds the exact-match KL part."""
-        flat = student_logits.reshape(-1, student_logits.shape[-1])
-        targets = causal_targets(labels).to(flat.device)
-        alignment = view.alignment.to(flat.device)
+    def terms(
+        self, student: Tensor | LogitSource, teacher_logits: Tensor, view: TeacherView, labels: Tensor
+    ) -> KDLossTerms:
+        """``alpha * soft + (1 - alpha) * CE``, both sums; ``kl_sum`` holds the exact-match KL part.
+
+        ``student`` is (batch, seq, vocab) logits or a flattened ``LogitSource`` (hidden states plus
+        ``lm_head``: then the student's logits are only formed for the rows the loss reads, a chunk at a time).
+        """
+        if not isinstance(student, LogitSource):
+            student = LogitSource(student.reshape(-1, student.shape[-1]))
+        device = student.states.device
+        targets = causal_targets(labels).to(device)
+        alignment = view.alignment.to(device)
         pairs = self.shared_pairs if self.spec.exact_weight > 0 else None
+        student_top = None
         if self.alpha > 0 and alignment.num_groups > 0:
-            soft = cross_vocab_loss(flat, teacher_logits, alignment, self.spec, shared_pairs=pairs)
+            soft = cross_vocab_loss(student, teacher_logits, alignment, self.spec, shared_pairs=pairs)
             soft_loss, soft_sum, kl_sum = soft.loss, soft.uld_sum + soft.exact_sum, soft.exact_sum
+            student_top = soft.student_top1
         else:
-            soft_loss = flat.new_zeros((), dtype=torch.float32)
+            soft_loss = student.states.new_zeros((), dtype=torch.float32)
             soft_sum = kl_sum = soft_loss.detach()
-        hard = cross_entropy_sum(LogitSource(flat), targets, self.spec.chunk_size)
+        hard = cross_entropy_sum(student, targets, self.spec.chunk_size)
         loss = self.alpha * soft_loss + (1.0 - self.alpha) * hard
         with torch.no_grad():
-            student_top = flat.index_select(0, alignment.student_row).argmax(-1)
-            teacher_top = self.teacher_to_student.to(flat.device)[
+            if student_top is None:
+                student_top = _row_argmax(student, alignment.student_row, self.spec.rows_per_chunk(student.vocab_size))
+            teacher_top = self.teacher_to_student.to(device)[
                 teacher_logits.index_select(0, alignment.teacher_row).argmax(-1)
             ]
             agree = (student_top == teacher_top).sum().float()
@@ -245,6 +256,13 @@ class CrossTokenizerDistiller:
             top1_agree=agree,
             kl_sum=kl_sum.detach(),
         )
+
+
+def _row_argmax(source: LogitSource, rows: Tensor, step: int) -> Tensor:
+    """Argmax of the logits at ``rows``, projecting a chunk of rows at a time."""
+    picks = [_project(source.states, source.head_weight, source.head_bias, chunk, source.vocab_size).argmax(-1)
+             for chunk in rows.split(step)]  # fmt: skip
+    return torch.cat(picks) if picks else rows.new_zeros(0)
 
 
 # ---- the hooks KDTrainer calls ----------------------------------------------------------------------
@@ -281,8 +299,8 @@ def cross_tokenizer_terms(trainer: Any, model: nn.Module, inputs: dict[str, Any]
     unwrapped = trainer.accelerator.unwrap_model(model)
 
     def inside() -> tuple[Tensor, ...]:
-        logits = unwrapped(**model_inputs, use_cache=False).logits
-        terms = distiller.terms(logits, teacher_logits, view, inputs["labels"])
+        student = trainer.student_logit_source(unwrapped, model_inputs)
+        terms = distiller.terms(student, teacher_logits, view, inputs["labels"])
         # A tuple of tensors passes through every wrapper's output handling (DDP inspects outputs).
         return (terms.loss, terms.soft_sum, terms.hard_sum, terms.num_tokens, terms.top1_agree, terms.kl_sum)
 

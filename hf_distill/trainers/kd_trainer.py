@@ -319,17 +319,19 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
         )
         return KDLossTerms(*outputs)
 
-    def _student_terms_inside(
-        self, unwrapped: nn.Module, model_inputs: dict[str, Tensor], targets: Tensor, teacher_signal: Any
-    ) -> tuple[Tensor, ...]:
+    def student_logit_source(self, unwrapped: nn.Module, model_inputs: dict[str, Tensor]) -> LogitSource:
+        """The student's forward, as hidden states plus its `lm_head` (fused) or as full logits."""
         if self.use_fused_head:
             hidden = self._backbone_states(unwrapped, model_inputs)
             head = core_model(unwrapped).get_output_embeddings()
-            student = LogitSource(hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias)
-        else:
-            logits = unwrapped(**model_inputs, use_cache=False).logits
-            student = LogitSource(logits.reshape(-1, logits.shape[-1]))
-        terms = self.kd_loss(student, teacher_signal, targets)
+            return LogitSource(hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias)
+        logits = unwrapped(**model_inputs, use_cache=False).logits
+        return LogitSource(logits.reshape(-1, logits.shape[-1]))
+
+    def _student_terms_inside(
+        self, unwrapped: nn.Module, model_inputs: dict[str, Tensor], targets: Tensor, teacher_signal: Any
+    ) -> tuple[Tensor, ...]:
+        terms = self.kd_loss(self.student_logit_source(unwrapped, model_inputs), teacher_signal, targets)
         # A tuple of tensors passes through every wrapper's output handling (DDP inspects outputs).
         return (terms.loss, terms.soft_sum, terms.hard_sum, terms.num_tokens, terms.top1_agree, terms.kl_sum)
 

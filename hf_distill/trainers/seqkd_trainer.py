@@ -18,9 +18,9 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, TrainingArguments
 
 from ..losses.cross_entropy import cross_entropy_sum
-from ..losses.token_kd import IGNORE_INDEX, LogitSource, causal_targets
+from ..losses.token_kd import IGNORE_INDEX, causal_targets
 from .forward_redirect import call_inside_forward
-from .kd_trainer import MODEL_INPUT_KEYS, KDTrainer, core_model
+from .kd_trainer import MODEL_INPUT_KEYS, KDTrainer
 from .seqkd_config import SeqKDConfig
 
 SOURCE_COLUMN = "seqkd_source"
@@ -236,13 +236,7 @@ class SeqKDTrainer(KDTrainer):
         truth_targets: Tensor,
         teacher_signal: Any,
     ) -> tuple[Any, ...]:
-        if self.use_fused_head:
-            hidden = self._backbone_states(unwrapped, model_inputs)
-            head = core_model(unwrapped).get_output_embeddings()
-            student = LogitSource(hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias)
-        else:
-            logits = unwrapped(**model_inputs, use_cache=False).logits
-            student = LogitSource(logits.reshape(-1, logits.shape[-1]))
+        student = self.student_logit_source(unwrapped, model_inputs)
         chunk = self.args.loss_chunk_size
         kd_terms = None
         if teacher_signal is not None:

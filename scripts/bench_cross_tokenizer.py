@@ -6,6 +6,7 @@ Variants, timed on the same batch (loss + backward, no optimizer step), interlea
 * ``cross_same_teacher``: the cross-tokenizer path with that *same* teacher and tokenizer, so the
   difference to ``same_tok`` is only the machinery (decode, re-tokenize, align, ULD sorting);
 * ``cross_same_teacher_top256``: the same with ULD restricted to the top-256 ranks;
+* ``cross_same_teacher_unfused``: the same with ``fused_lm_head=False`` (the student's full logits formed);
 * ``cross_gemma`` (with ``--real-pair``): the real pair, Gemma-3-270M teacher (vocab 262,144).
 
 Also reports the alignment time alone (decode + re-tokenize + align, per batch).
@@ -39,7 +40,7 @@ def _code_samples(count: int) -> tuple[list[str], list[str]]:
     return prompts, completions
 
 
-def _make_trainer(kind, student, teacher, student_tok, teacher_tok, dataset, batch_size, top_k=None):
+def _make_trainer(kind, student, teacher, student_tok, teacher_tok, dataset, batch_size, top_k=None, fused=None):
     from hf_distill import KDConfig, KDTrainer
 
     cross = kind != "same_tok"
@@ -54,6 +55,7 @@ def _make_trainer(kind, student, teacher, student_tok, teacher_tok, dataset, bat
         temperature=1.0,
         cross_tokenizer=cross,
         uld_top_k=top_k,
+        fused_lm_head=fused,
     )
     return KDTrainer(
         model=student,
@@ -101,6 +103,9 @@ def main() -> None:
         ),
         "cross_same_teacher_top256": _make_trainer(
             "cross", student, smol_teacher, smol_tok, smol_tok, dataset, options.batch_size, top_k=256
+        ),
+        "cross_same_teacher_unfused": _make_trainer(
+            "cross", student, smol_teacher, smol_tok, smol_tok, dataset, options.batch_size, fused=False
         ),
     }
     if options.real_pair:

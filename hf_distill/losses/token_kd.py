@@ -22,8 +22,6 @@ from .chunk_grads import StudentGradients, combined_loss, scale_in_place
 from .divergences import DivergenceParams, check_divergence, divergence_rows
 
 IGNORE_INDEX = -100
-# float32 elements per (chunk x vocab) buffer for code that keeps several whole-chunk temporaries: 64 MB.
-DEFAULT_CHUNK_ELEMENTS = 1 << 24
 # The dense and sparse losses project a chunk once (one or two buffers, 256 MB in all) and then work through
 # it in row blocks. The large chunk keeps the lm_head matmuls efficient (a GEMM with few rows runs far below
 # peak on CPUs); on CPU, 4 MB blocks keep every elementwise temporary in cache. Accelerators have no cache
@@ -42,6 +40,7 @@ class KDLossSpec:
     alpha: float = 0.5
     beta: float = 0.5
     skew: float = 0.1
+    # Rows whose logits are projected at once (see `chunk_plan`); None chooses from the vocabulary size.
     chunk_size: int | None = None
     # Top-1 agreement, the KL metric and the CE value when alpha == 1 cost extra passes over each chunk.
     with_metrics: bool = True
@@ -58,11 +57,6 @@ class KDLossSpec:
     @property
     def params(self) -> DivergenceParams:
         return DivergenceParams(beta=self.beta, skew=self.skew)
-
-    def rows_per_chunk(self, vocab_size: int) -> int:
-        if self.chunk_size is not None:
-            return self.chunk_size
-        return max(8, DEFAULT_CHUNK_ELEMENTS // max(vocab_size, 1))
 
     def chunk_plan(self, vocab_size: int, projected_buffers: int = 1, device_type: str = "cpu") -> ChunkPlan:
         """Rows per projected chunk and per elementwise block, for losses that project ``projected_buffers``

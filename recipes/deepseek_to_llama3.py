@@ -13,6 +13,8 @@ Multi-GPU: add `--config_file recipes/accelerate/{ddp,fsdp,zero3}.yaml` to `acce
 
 import os
 
+import torch
+
 from hf_distill.recipe.parsing import parse_recipe_args
 from hf_distill.recipe.runner import run_recipe
 
@@ -29,6 +31,10 @@ def main() -> None:
             print(f"  {name}: {path}")
         if "markdown" in paths:
             print(f"\nReport: {os.path.abspath(paths['markdown'])}")
+    # Every rank is past its last collective: shut the group down so no communication thread is still alive at
+    # interpreter exit (which can abort a finished run with "terminate called without an active exception").
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -58,6 +58,11 @@ def main(output_file: str, per_device_batch: int, kind: str = "kd") -> None:
         logged = [e for e in trainer.state.log_history if "loss" in e][0]
         result = {"delta": delta, "loss": logged["loss"], "grad_norm": logged.get("grad_norm")}
         torch.save({**result, "world": trainer.accelerator.num_processes}, output_file)
+    # Shut the process group down before exit: a gloo worker thread still alive at interpreter exit can abort
+    # the process ("terminate called without an active exception") after the work is done.
+    trainer.accelerator.wait_for_everyone()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -86,11 +86,13 @@ def test_loss_combines_soft_and_hard_terms_with_gradients_for_the_student_only(t
     assert all(p.grad is None for p in trainer.teacher_model.parameters())
 
 
-def test_fused_student_head_gives_the_logits_path_loss_and_gradients(tmp_path):
-    """With the fused head the student's full logits are never formed; the step must not change."""
+@pytest.mark.parametrize("alpha", [0.7, 0.0], ids=["soft-and-hard", "hard-only"])
+def test_fused_student_head_gives_the_logits_path_loss_and_gradients(tmp_path, alpha):
+    """With the fused head the student's full logits are never formed; the step must not change (with
+    alpha = 0 the agreement metric comes from its own chunked projection)."""
     results = {}
     for fused in (True, False):
-        trainer = _trainer(tmp_path / str(fused), fused_lm_head=fused, exact_match_weight=0.5)
+        trainer = _trainer(tmp_path / str(fused), fused_lm_head=fused, exact_match_weight=0.5, alpha=alpha)
         assert trainer.use_fused_head is fused
         batch = _batch(trainer)
         terms = cross_tokenizer_terms(trainer, trainer.model, batch)

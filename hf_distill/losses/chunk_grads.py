@@ -30,26 +30,24 @@ class StudentGradients:
     def needed(self) -> bool:
         return any(g is not None for g in (self.grad_states, self.grad_weight, self.grad_bias))
 
-    def add(self, grad_logits: Tensor, rows: Tensor, picked_states: Tensor | None = None) -> None:
+    def add(self, grad_logits: Tensor, rows: Tensor, selector: Tensor | slice | None = None) -> None:
         """Add the float32 gradient w.r.t. the logits of `rows` (chunk x vocab).
 
         Rows may repeat, within a call and across calls (the cross-vocabulary loss reads some rows twice): their
-        gradients add up. `picked_states` are `states[rows]` when the caller already has them (saves one gather).
+        gradients add up. `selector` names the same rows as a slice when they are contiguous, so that they are
+        read and written through views instead of gathers.
         """
+        where = rows if selector is None else selector
         vocab = self.vocab
         if self.weight is None:
             if self.grad_states is not None:
-                full = torch.zeros(rows.numel(), self.states.shape[1], dtype=self.states.dtype, device=rows.device)
-                full[:, :vocab] = grad_logits.to(self.states.dtype)
-                self.grad_states.index_add_(0, rows, full)
+                _add_rows(self.grad_states[:, :vocab], where, grad_logits)
             return
+        weight = self.weight[:vocab]
         if self.grad_states is not None:
-            grad_h = grad_logits.to(self.weight.dtype) @ self.weight[:vocab]
-            self.grad_states.index_add_(0, rows, grad_h.to(self.states.dtype))
+            _add_rows(self.grad_states, where, grad_logits.to(weight.dtype) @ weight)
         if self.grad_weight is not None:
-            if picked_states is None:
-                picked_states = self.states[rows]
-            self.grad_weight[:vocab].addmm_(grad_logits.t(), picked_states.float())
+            self.grad_weight[:vocab].addmm_(grad_logits.t(), self.states[where].float())
         if self.grad_bias is not None:
             self.grad_bias[:vocab] += grad_logits.sum(0)
 
@@ -58,6 +56,15 @@ class StudentGradients:
         weight = None if self.grad_weight is None else self.grad_weight.to(self.weight.dtype)
         bias = None if self.grad_bias is None else self.grad_bias.to(self.bias_dtype)
         return self.grad_states, weight, bias
+
+
+def _add_rows(target: Tensor, where: Tensor | slice, values: Tensor) -> None:
+    """target[where] += values, accumulating repeated indices (plain `+=` on an index would drop repeats)."""
+    values = values.to(target.dtype)
+    if isinstance(where, slice):
+        target[where] += values
+    else:
+        target.index_add_(0, where, values)
 
 
 def scale_in_place(grads: tuple[Tensor | None, ...], grad_output: Tensor) -> tuple[Tensor | None, ...]:
@@ -72,3 +79,11 @@ def scale_in_place(grads: tuple[Tensor | None, ...], grad_output: Tensor) -> tup
 def combined_loss(stats: Tensor, alpha: float, temperature: float) -> Tensor:
     """alpha * T^2 * soft + (1 - alpha) * hard from a chunked loss's (soft, hard, ...) float64 statistics."""
     return (alpha * temperature**2 * stats[0] + (1.0 - alpha) * stats[1]).float()
+
+
+def pop_scaled_grads(ctx, grad_output: Tensor, other_inputs: int) -> tuple[Tensor | None, ...]:
+    """What a chunked loss's backward returns: its stored input gradients scaled by the incoming gradient
+    (then released), and None for each of its `other_inputs` non-differentiable inputs."""
+    scaled = scale_in_place(ctx.grads, grad_output)
+    ctx.grads = None
+    return (*scaled, *(None,) * other_inputs)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .chunk_grads import StudentGradients, scale_in_place
-from .token_kd import IGNORE_INDEX, ChunkPlan, KDLossSpec, LogitSource, _pick_rows, _project, _row_chunks
+from .chunk_grads import StudentGradients, pop_scaled_grads
+from .token_kd import IGNORE_INDEX, ChunkPlan, KDLossSpec, LogitSource, _project, _row_chunks
 
 
 class _ChunkedCrossEntropy(torch.autograd.Function):
@@ -31,8 +31,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                     logits.sub_(lse).exp_()
                     logits.scatter_add_(1, block_targets, torch.full_like(block_targets, -1.0, dtype=logits.dtype))
             if grads.needed:
-                need_rows = weight is not None and grads.grad_weight is not None
-                grads.add(z, chunk_rows, _pick_rows(states, selector) if need_rows else None)
+                grads.add(z, chunk_rows, selector)
             del z
         if not bool(torch.isfinite(total)):
             raise ValueError("The cross-entropy is not finite: the student's logits contain NaN/Inf.")
@@ -41,9 +40,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_total):
-        scaled = scale_in_place(ctx.grads, grad_total)
-        ctx.grads = None
-        return (*scaled, None, None, None, None)
+        return pop_scaled_grads(ctx, grad_total, other_inputs=4)
 
 
 def cross_entropy_sum(student: LogitSource, targets: Tensor, chunk_size: int | None = None) -> Tensor:

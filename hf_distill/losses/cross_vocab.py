@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..crosstok.batch import CrossTokenAlignment, TokenChain
-from .chunk_grads import StudentGradients, scale_in_place
+from .chunk_grads import StudentGradients, pop_scaled_grads
 from .token_kd import LogitSource, _project
 
 # float32 elements per (chunk x vocab) temporary.
@@ -274,9 +274,7 @@ class _CrossVocabLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_sums, _grad_top1):
-        scaled = scale_in_place(ctx.grads, grad_loss)
-        ctx.grads = None
-        return (*scaled, None, None, None, None)
+        return pop_scaled_grads(ctx, grad_loss, other_inputs=4)
 
 
 def _add_chain_grad(

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .chunk_grads import StudentGradients, combined_loss, scale_in_place
+from .chunk_grads import StudentGradients, combined_loss, pop_scaled_grads
 from .token_kd import IGNORE_INDEX, KDLossSpec, KDLossTerms, LogitSource, _project, causal_targets
 
 SPARSE_MODES: tuple[str, ...] = ("topk", "sampled")
@@ -275,9 +275,7 @@ class _ChunkedSparseKD(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_stats):
-        scaled = scale_in_place(ctx.grads, grad_loss)
-        ctx.grads = None
-        return (*scaled, None, None, None, None, None)
+        return pop_scaled_grads(ctx, grad_loss, other_inputs=5)
 
 
 def _check_signal(signal: SparseTeacherSignal, vocab: int) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections import defaultdict
 from typing import Any
 
 import torch
@@ -63,7 +62,6 @@ class FeatureKDTrainer(KDTrainer):
         super().__init__(model, args, *positional, **kwargs)
         if self.teacher_model is None:
             raise ValueError("FeatureKDTrainer needs a live teacher model: pass `teacher_model` or its name/path.")
-        self._feature_sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros(3, dtype=torch.float64))
         self._setup_features(args)
 
     @staticmethod
@@ -226,15 +224,12 @@ class FeatureKDTrainer(KDTrainer):
     # ---- logging -----------------------------------------------------------------------------------
 
     def _accumulate_feature_metrics(self, hidden_sum: Tensor, attention_sum: Tensor, tokens: Tensor) -> None:
-        mode = "train" if self.model.training else "eval"
-        local = torch.stack([hidden_sum.detach(), attention_sum.detach(), tokens.to(hidden_sum)]).double().cpu()
-        self._feature_sums[mode] = self._feature_sums[mode] + local
+        self.step_sums.add("feature", self.metric_mode, [hidden_sum, attention_sum, tokens])
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
-        sums = self._feature_sums.pop(mode, None)
+        mode = self.metric_mode
+        sums = self.step_sums.pop("feature", mode, self.accelerator)
         if sums is not None:
-            sums = self.accelerator.reduce(sums.to(self.accelerator.device), reduction="sum").cpu()
             tokens = max(float(sums[2]), 1.0)
             prefix = "eval_" if mode == "eval" else ""
             weights = (self.args.hidden_loss_weight, self.args.attention_loss_weight)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from .forward_redirect import call_inside_forward
 from .kd_config import KDConfig
 from .offline_signal import attach_offline_signal, keep_signal_columns
 from .schedules import scheduled_temperature
+from .step_sums import StepSums
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
         # labels) and treat the result as already scaled for gradient accumulation.
         self.model_accepts_loss_kwargs = True
         self._loss_shifts_labels = True
-        self._kd_sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros(5, dtype=torch.float64))
+        self.step_sums = StepSums()
 
         teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
         self.teacher_model: nn.Module | None = None
@@ -350,18 +350,18 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
 
     # ---- logging -----------------------------------------------------------------------------------
 
+    @property
+    def metric_mode(self) -> str:
+        return "train" if self.model.training else "eval"
+
     def _accumulate_metrics(self, terms: KDLossTerms) -> None:
-        mode = "train" if self.model.training else "eval"
-        local = torch.stack(
-            [terms.soft_sum, terms.hard_sum, terms.top1_agree, terms.kl_sum, terms.num_tokens.to(terms.soft_sum)]
-        ).detach()
-        self._kd_sums[mode] = self._kd_sums[mode] + local.double().cpu()
+        values = [terms.soft_sum, terms.hard_sum, terms.top1_agree, terms.kl_sum, terms.num_tokens]
+        self.step_sums.add("kd", self.metric_mode, values)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
-        sums = self._kd_sums.pop(mode, None)
+        mode = self.metric_mode
+        sums = self.step_sums.pop("kd", mode, self.accelerator)
         if sums is not None:
-            sums = self.accelerator.reduce(sums.to(self.accelerator.device), reduction="sum").cpu()
             tokens = max(float(sums[4]), 1.0)
             prefix = "eval_" if mode == "eval" else ""
             logs[f"{prefix}soft_loss"] = float(sums[0]) / tokens

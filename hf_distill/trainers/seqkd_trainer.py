@@ -9,7 +9,6 @@ count over the whole accumulated batch. With a teacher model that shares the voc
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 import torch
@@ -151,7 +150,6 @@ class SeqKDTrainer(KDTrainer):
         self.data_collator = SourceTaggingCollator(self.data_collator)
         # Per-source target-token counts of the current accumulation window (see `_get_num_items_in_batch`).
         self._source_items: tuple[Any, Any] = (None, None)
-        self._seqkd_sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros(4, dtype=torch.float64))
 
     @staticmethod
     def _as_seqkd_config(model: Any, args: TrainingArguments | None) -> SeqKDConfig:
@@ -254,15 +252,12 @@ class SeqKDTrainer(KDTrainer):
     # ---- logging -----------------------------------------------------------------------------------
 
     def _accumulate_seqkd_metrics(self, seq_ce: Tensor, seq_tokens: Tensor, gt_ce: Tensor, gt_tokens: Tensor) -> None:
-        mode = "train" if self.model.training else "eval"
-        local = torch.stack([seq_ce.detach().float(), seq_tokens.float(), gt_ce.detach().float(), gt_tokens.float()])
-        self._seqkd_sums[mode] = self._seqkd_sums[mode] + local.double().cpu()
+        self.step_sums.add("seqkd", self.metric_mode, [seq_ce, seq_tokens, gt_ce, gt_tokens])
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
-        sums = self._seqkd_sums.pop(mode, None)
+        mode = self.metric_mode
+        sums = self.step_sums.pop("seqkd", mode, self.accelerator)
         if sums is not None:
-            sums = self.accelerator.reduce(sums.to(self.accelerator.device), reduction="sum").cpu()
             prefix = "eval_" if mode == "eval" else ""
             logs[f"{prefix}seqkd_ce"] = float(sums[0]) / max(float(sums[1]), 1.0)
             if self.args.beta < 1.0:

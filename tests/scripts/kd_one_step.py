@@ -5,6 +5,7 @@ process on the same global batch. Usage: kd_one_step.py OUTPUT_FILE PER_DEVICE_B
 (nf4: the teacher is loaded by path in NF4 through bitsandbytes, as a cluster run would).
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -58,11 +59,13 @@ def main(output_file: str, per_device_batch: int, kind: str = "kd") -> None:
         logged = [e for e in trainer.state.log_history if "loss" in e][0]
         result = {"delta": delta, "loss": logged["loss"], "grad_norm": logged.get("grad_norm")}
         torch.save({**result, "world": trainer.accelerator.num_processes}, output_file)
-    # Shut the process group down before exit: a gloo worker thread still alive at interpreter exit can abort
-    # the process ("terminate called without an active exception") after the work is done.
-    trainer.accelerator.wait_for_everyone()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    # Leave without interpreter teardown: the update is recorded. With the FeatureKD run, gloo's teardown on
+    # CPU occasionally aborted at exit ("terminate called without an active exception") or, with a final
+    # barrier + destroy_process_group, hung there (about 1 run in 12), failing the test for reasons unrelated to
+    # what it checks. Skipping teardown passed 32 of 32 runs.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

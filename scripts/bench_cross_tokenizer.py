@@ -120,7 +120,7 @@ def main() -> None:
         )
 
     batch = next(iter(trainers["same_tok"].get_train_dataloader()))
-    distiller = trainers["cross_same_teacher"].cross_tokenizer
+    distiller = trainers["cross_same_teacher"].teacher_source.distiller
     targets = int((batch["labels"][:, 1:] != -100).sum())
     print(f"batch {tuple(batch['input_ids'].shape)}, {targets} target tokens, threads {options.threads}")
 

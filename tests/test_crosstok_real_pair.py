@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from hf_distill import KDTrainer
-from hf_distill.trainers.cross_tokenizer import cross_tokenizer_terms
 
 pytestmark = pytest.mark.slow
 
@@ -63,13 +62,13 @@ def test_a_few_steps_on_the_real_pair_reduce_the_cross_tokenizer_loss(tmp_path, 
         train_dataset=Dataset.from_dict({"prompt": PROMPTS, "completion": COMPLETIONS}),
     )
     batch = next(iter(trainer.get_train_dataloader()))
-    view = trainer.cross_tokenizer.prepare(batch)
+    view = trainer.teacher_source.distiller.prepare(batch)
     assert view.aligned_characters == view.completion_characters > 0
     with torch.no_grad():
-        before = cross_tokenizer_terms(trainer, trainer.model, batch)
+        before = trainer.loss_terms(trainer.model, batch)
     assert torch.isfinite(before.loss) and before.soft_sum > 0
 
     trainer.train()
     with torch.no_grad():
-        after = cross_tokenizer_terms(trainer, trainer.model, batch)
+        after = trainer.loss_terms(trainer.model, batch)
     assert after.soft_sum.item() < before.soft_sum.item()

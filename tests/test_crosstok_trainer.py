@@ -9,7 +9,6 @@ from crosstok_tokenizers import byte_level_tokenizer, sentencepiece_tokenizer
 
 from hf_distill import KDTrainer
 from hf_distill.crosstok import TokenizedText, spans_from_ids, tokenize_with_spans
-from hf_distill.trainers.cross_tokenizer import cross_tokenizer_terms
 
 PROMPTS = ["def add(a, b):\n", "for i in range(3):\n", "The quick ", "café "]
 COMPLETIONS = ["    return a + b\n", "\tprint(i)  # 日本", "brown fox jumps.", "naïve résumé 🙂"]
@@ -40,7 +39,7 @@ def _batch(trainer):
 def test_teacher_view_aligns_exactly_the_completion_text(tmp_path):
     trainer = _trainer(tmp_path)
     batch = _batch(trainer)
-    view = trainer.cross_tokenizer.prepare(batch)
+    view = trainer.teacher_source.distiller.prepare(batch)
     student_tok, teacher_tok = byte_level_tokenizer(), sentencepiece_tokenizer()
     assert view.aligned_characters == view.completion_characters
     completions = set()
@@ -64,7 +63,7 @@ def test_loss_combines_soft_and_hard_terms_with_gradients_for_the_student_only(t
     trainer = _trainer(tmp_path)
     batch = _batch(trainer)
     model = trainer.model
-    terms = cross_tokenizer_terms(trainer, model, batch)
+    terms = trainer.loss_terms(model, batch)
     # The hard term is the student's own summed CE over its targets, computed independently here.
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()
@@ -95,7 +94,7 @@ def test_fused_student_head_gives_the_logits_path_loss_and_gradients(tmp_path, a
         trainer = _trainer(tmp_path / str(fused), fused_lm_head=fused, exact_match_weight=0.5, alpha=alpha)
         assert trainer.use_fused_head is fused
         batch = _batch(trainer)
-        terms = cross_tokenizer_terms(trainer, trainer.model, batch)
+        terms = trainer.loss_terms(trainer.model, batch)
         terms.loss.backward()
         grads = {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
         results[fused] = (terms, grads)
@@ -112,10 +111,10 @@ def test_training_on_the_soft_term_reduces_it_on_the_training_batch(tmp_path):
     trainer = _trainer(tmp_path, alpha=1.0, max_steps=4, learning_rate=5e-3)
     batch = _batch(trainer)
     with torch.no_grad():
-        before = cross_tokenizer_terms(trainer, trainer.model, batch)
+        before = trainer.loss_terms(trainer.model, batch)
     trainer.train()
     with torch.no_grad():
-        after = cross_tokenizer_terms(trainer, trainer.model, batch)
+        after = trainer.loss_terms(trainer.model, batch)
     assert after.soft_sum.item() < 0.9 * before.soft_sum.item()
 
 

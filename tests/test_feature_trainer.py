@@ -213,7 +213,7 @@ def test_configuration_errors_are_clear(tmp_path):
         build(tmp_path, attention_loss_weight=1.0, feature_switch_to_eager=False)
     with pytest.raises(ValueError, match="hidden_loss_type"):
         feature_args(tmp_path, hidden_loss_type="l2")
-    with pytest.raises(ValueError, match="needs a live teacher"):
+    with pytest.raises(ValueError, match="FeatureKDTrainer has no teacher"):
         FeatureKDTrainer(
             model=make_tiny_llama(),
             args=feature_args(tmp_path),

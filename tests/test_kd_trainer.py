@@ -215,15 +215,14 @@ def test_sequence_longer_than_teacher_context_is_an_error(tmp_path):
         trainer.compute_loss(trainer.model, first_batch(trainer))
 
 
-def test_no_teacher_is_an_error_at_the_first_step(tmp_path):
-    trainer = KDTrainer(
-        model=make_tiny_llama(seed=0),
-        args=kd_args(tmp_path),
-        train_dataset=make_text_dataset(),
-        processing_class=make_word_tokenizer(),
-    )
+def test_no_teacher_is_refused_at_construction(tmp_path):
     with pytest.raises(ValueError, match="no teacher"):
-        trainer.compute_loss(trainer.model, first_batch(trainer))
+        KDTrainer(
+            model=make_tiny_llama(seed=0),
+            args=kd_args(tmp_path),
+            train_dataset=make_text_dataset(),
+            processing_class=make_word_tokenizer(),
+        )
 
 
 def test_teacher_micro_batching_gives_the_same_loss(tmp_path):

@@ -31,7 +31,7 @@ def test_full_vocabulary_columns_give_the_live_teacher_loss(tmp_path, fused, tem
         train_dataset=signal,
         processing_class=make_word_tokenizer(),
     )
-    assert trainer.teacher_model is None and trainer.offline_signal is not None
+    assert trainer.teacher_model is None and trainer.teacher_source.kind == "precomputed"
     batch = next(iter(trainer.get_train_dataloader()))
     loss = trainer.compute_loss(trainer.model, batch)
     expected = reference_kd_loss(student, teacher, batch, temperature, alpha)
@@ -90,7 +90,7 @@ def test_live_teacher_takes_precedence_over_columns(tmp_path):
         train_dataset=signal,
         processing_class=make_word_tokenizer(),
     )
-    assert trainer.offline_signal is None
+    assert trainer.teacher_source.kind == "live"
     batch = next(iter(trainer.get_train_dataloader()))
     loss = trainer.compute_loss(trainer.model, batch)
     assert loss.item() == pytest.approx(reference_kd_loss(student, teacher, batch, 1.0, 0.5).item(), rel=1e-5)

@@ -14,6 +14,7 @@ are never formed for more than one chunk at a time: the "fused" form.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -125,6 +126,10 @@ class KDLossTerms:
     top1_agree: Tensor
     kl_sum: Tensor
 
+    def as_tuple(self) -> tuple[Tensor, ...]:
+        """The fields as a tuple of tensors: the one output form every model wrapper (DDP, ...) passes through."""
+        return (self.loss, self.soft_sum, self.hard_sum, self.num_tokens, self.top1_agree, self.kl_sum)
+
     @classmethod
     def from_stats(cls, loss: Tensor, stats: Tensor, num_tokens: int) -> KDLossTerms:
         """From a chunked loss's (soft, hard, agree, kl) float64 statistics vector."""
@@ -155,6 +160,11 @@ def _project(
     if bias is not None:
         logits.add_(bias[:vocab])
     return logits.float()
+
+
+def project_rows(source: LogitSource, rows: Tensor | slice, vocab: int) -> Tensor:
+    """float32 logits of a source's chosen rows (a fresh tensor), projecting hidden states when it has a head."""
+    return _project(source.states, source.head_weight, source.head_bias, rows, vocab)
 
 
 def _teacher_block(
@@ -227,17 +237,24 @@ class _ChunkedTokenKD(torch.autograd.Function):
     """Chunked forward that also produces the input gradients; backward only rescales them."""
 
     @staticmethod
-    def forward(ctx, s_states, s_weight, s_bias, t_states, t_weight, t_bias, targets, rows, spec: KDLossSpec, vocab):
+    def forward(
+        ctx, s_states, s_weight, s_bias, t_states, t_weight, t_bias, targets, rows, spec: KDLossSpec, vocab, t_mixture
+    ):
         grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], vocab)
         need_grad = grads.needed
         stats = torch.zeros(4, dtype=torch.float64, device=s_states.device)  # soft, hard, agree, kl
-        plan = spec.chunk_plan(vocab, 1 if t_weight is None else 2, s_states.device.type)
+        # A teacher mixture projects each member into a scratch buffer and mixes into a second one.
+        buffers = 3 if t_mixture is not None else (1 if t_weight is None else 2)
+        plan = spec.chunk_plan(vocab, buffers, s_states.device.type)
         for chunk_rows, selector in _row_chunks(rows, plan.rows):
             # One projection per chunk (efficient GEMMs), then cache-sized blocks for everything elementwise;
             # each block leaves its logit gradient in z, so the chunk ends holding d(loss)/dz.
             z = _project(s_states, s_weight, s_bias, selector, vocab)
             with torch.no_grad():
-                tz = None if t_weight is None else _project(t_states, t_weight, t_bias, selector, vocab)
+                if t_mixture is not None:
+                    tz = t_mixture.chunk_logits(selector, vocab, spec.temperature)
+                else:
+                    tz = None if t_weight is None else _project(t_states, t_weight, t_bias, selector, vocab)
             chunk_targets = targets.index_select(0, chunk_rows)
             for block in plan.blocks(chunk_rows.numel()):
                 t_block = _teacher_block(t_states, tz, selector, block, vocab)
@@ -261,15 +278,16 @@ class _ChunkedTokenKD(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_stats):
-        return pop_scaled_grads(ctx, grad_loss, other_inputs=7)
+        return pop_scaled_grads(ctx, grad_loss, other_inputs=8)
 
 
-def token_kd_loss(student: LogitSource, teacher: LogitSource, targets: Tensor, spec: KDLossSpec) -> KDLossTerms:
+def token_kd_loss(student: LogitSource, teacher: Any, targets: Tensor, spec: KDLossSpec) -> KDLossTerms:
     """Distillation loss summed over positions whose target is not -100.
 
     ``targets`` is (tokens,) and already aligned with the rows of both sources (use ``causal_targets``).
     If the two vocabularies differ only by padding rows, both sides are sliced to the shared range; the
-    caller is responsible for having checked that the tokenizers are the same.
+    caller is responsible for having checked that the tokenizers are the same. ``teacher`` is a `LogitSource`
+    or a `TeacherMixture` (several teachers mixed chunk by chunk).
     """
     if student.num_tokens != teacher.num_tokens or targets.numel() != student.num_tokens:
         raise ValueError(
@@ -281,17 +299,19 @@ def token_kd_loss(student: LogitSource, teacher: LogitSource, targets: Tensor, s
     rows = torch.nonzero(targets != IGNORE_INDEX).squeeze(1)
     if rows.numel() and int(targets.index_select(0, rows).max()) >= vocab:
         raise ValueError(f"A target token id is >= the shared vocabulary size {vocab}.")
+    mixture = teacher if not isinstance(teacher, LogitSource) else None
     loss, stats = _ChunkedTokenKD.apply(
         student.states,
         student.head_weight,
         student.head_bias,
-        teacher.states.to(student.states.device),
-        teacher.head_weight,
-        teacher.head_bias,
+        None if mixture is not None else teacher.states.to(student.states.device),
+        None if mixture is not None else teacher.head_weight,
+        None if mixture is not None else teacher.head_bias,
         targets,
         rows,
         spec,
         vocab,
+        mixture,
     )
     return KDLossTerms.from_stats(loss, stats, rows.numel())
 

@@ -138,3 +138,39 @@ def check_same_vocabulary(
             shared,
         )
     return shared
+
+
+def try_load_tokenizer(name: str) -> Any:
+    """The tokenizer saved with a teacher loaded by name or path."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except OSError as err:
+        raise TeacherLoadError(
+            f"Could not load the tokenizer of teacher {name!r}: {err}\nPass a local directory as the teacher, "
+            "or pass `teacher_processing_class` explicitly."
+        ) from err
+
+
+def materialize_teacher(
+    teacher: Any, args: Any, tokenizer: Any = None, loaded_as_is: bool = False
+) -> tuple[nn.Module, Any]:
+    """A frozen teacher model and its tokenizer (loaded with it when the teacher is given by name or path).
+
+    The config's loading settings (NF4, init kwargs) apply to teachers given by name; a model object is refused
+    with them, unless ``loaded_as_is`` says objects are expected to arrive in their own form (ensembles).
+    """
+    if isinstance(teacher, str):
+        if tokenizer is None:
+            tokenizer = try_load_tokenizer(teacher)
+        kwargs = teacher_load_kwargs(args.teacher_model_init_kwargs, args.teacher_dtype, args.teacher_load_in_4bit)
+        teacher = load_teacher(teacher, **kwargs)
+    elif not loaded_as_is and (args.teacher_load_in_4bit or args.teacher_model_init_kwargs):
+        raise ValueError(
+            "teacher_load_in_4bit / teacher_model_init_kwargs apply when the teacher is loaded by name; the "
+            "teacher_model you passed is already instantiated. Pass its name or path, or quantize it yourself."
+        )
+    if not isinstance(teacher, nn.Module):
+        raise TypeError(f"A teacher must be a model or a name/path, got {type(teacher).__name__}.")
+    return freeze(teacher), tokenizer

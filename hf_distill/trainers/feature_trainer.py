@@ -9,7 +9,6 @@ saved weights.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from typing import Any
@@ -25,8 +24,11 @@ from ..features.projections import PROJECTIONS_FILE, FeatureProjections
 from ..losses.attention import attention_kl_loss
 from ..losses.feature import hidden_state_loss
 from ..losses.token_kd import IGNORE_INDEX, KDLossTerms
+from ..modeling import core_model
+from ..teachers.sources import TeacherNeeds
+from .config_conversion import as_config
 from .feature_config import FeatureKDConfig
-from .kd_trainer import KDTrainer, core_model
+from .kd_trainer import KDTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +49,14 @@ class _ZeroProjectionGrads(TrainerCallback):
 class FeatureKDTrainer(KDTrainer):
     """Knowledge distillation of logits, intermediate hidden states and attention maps.
 
-    Takes the same arguments as `KDTrainer`; `args` should be a `FeatureKDConfig`. Needs a live teacher model.
-    The layer map is logged at start-up; the learned projections are in `trainer.feature_projections`.
+    Takes the same arguments as `KDTrainer`; `args` should be a `FeatureKDConfig`. Needs a live teacher model
+    with the student's tokenizer (other teacher kinds are refused at construction). The layer map is logged at
+    start-up; the learned projections are in `trainer.feature_projections`.
     """
+
+    config_class = FeatureKDConfig
+    config_suffix = "FeatureKD"
+    teacher_needs = TeacherNeeds("FeatureKDTrainer", same_vocabulary=True, layer_features=True)
 
     def __init__(
         self,
@@ -58,20 +65,9 @@ class FeatureKDTrainer(KDTrainer):
         *positional: Any,
         **kwargs: Any,
     ) -> None:
-        args = self._as_feature_config(model, args)
+        args = as_config(FeatureKDConfig, args, model, self.config_suffix)
         super().__init__(model, args, *positional, **kwargs)
-        if self.teacher_model is None:
-            raise ValueError("FeatureKDTrainer needs a live teacher model: pass `teacher_model` or its name/path.")
         self._setup_features(args)
-
-    @staticmethod
-    def _as_feature_config(model: Any, args: TrainingArguments | None) -> FeatureKDConfig:
-        if isinstance(args, FeatureKDConfig):
-            return args
-        base = KDTrainer._as_kd_config(model, None) if args is None else args
-        # Copy field values directly: `to_dict()` masks every `*_token` field (eos_token, pad_token, hub_token).
-        values = {f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init}
-        return FeatureKDConfig(**{k: v for k, v in values.items() if k in FeatureKDConfig.__dataclass_fields__})
 
     # ---- construction -------------------------------------------------------------------------------
 
@@ -198,7 +194,7 @@ class FeatureKDTrainer(KDTrainer):
         return super()._clip_grad_norm(model)
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
+        super()._save_checkpoint(model, trial)  # the teacher source's state too
         if self.args.should_save:
             folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             self.feature_projections.save(os.path.join(self._get_output_dir(trial=trial), folder))

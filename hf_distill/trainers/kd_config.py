@@ -9,6 +9,7 @@ from trl import SFTConfig
 
 from ..losses.cross_vocab import CrossVocabLossSpec
 from ..losses.divergences import DIVERGENCES
+from ..losses.teacher_mixture import COMBINE_MODES, check_mixture_weights
 from ..losses.token_kd import KDLossSpec
 from .schedules import scheduled_temperature
 
@@ -65,6 +66,24 @@ class KDConfig(SFTConfig):
         check_teacher_context (`bool`, defaults to `True`):
             Refuse batches longer than the teacher's `max_position_embeddings` instead of silently degrading.
 
+        > Self-distillation and ensembles (see docs/teachers.md)
+
+        ema_decay (`float`, defaults to `0.999`):
+            With `teacher_model="ema"` (or `teacher_model_name_or_path="ema"`), the teacher is an exponential moving
+            average of the student's trainable parameters: `ema = decay * ema + (1 - decay) * param`. In [0, 1).
+        ema_update_every (`int`, defaults to `1`):
+            Update the EMA every this many optimizer steps.
+        ema_start_step (`int`, defaults to `0`):
+            Until this optimizer step the EMA copies the student exactly; averaging starts after it.
+        teacher_ensemble (`list[str]`, *optional*):
+            Names or paths of several teachers (same tokenizer as the student) to distil from at once; the same as
+            passing a list as `teacher_model`. Loaded with the teacher settings above (e.g. NF4).
+        teacher_ensemble_weights (`list[float]`, *optional*):
+            Weight of each ensemble teacher (normalised to sum to 1). Default: equal weights.
+        teacher_ensemble_combine (`str`, defaults to `"probability"`):
+            `probability`: the teachers' probabilities are averaged (a mixture); `log_probability`: their
+            log-probabilities are averaged and renormalised (a geometric mean).
+
         > Cross-tokenizer distillation (teacher and student tokenizers differ; see docs/cross_tokenizer.md)
 
         cross_tokenizer (`bool`, defaults to `False`):
@@ -111,6 +130,19 @@ class KDConfig(SFTConfig):
     check_teacher_context: bool = field(
         default=True, metadata={"help": "Error on sequences longer than the teacher's context."}
     )
+    ema_decay: float = field(default=0.999, metadata={"help": "EMA self-teacher decay, in [0, 1)."})
+    ema_update_every: int = field(default=1, metadata={"help": "Optimizer steps between EMA updates."})
+    ema_start_step: int = field(default=0, metadata={"help": "The EMA copies the student until this step."})
+    teacher_ensemble: list[str] | None = field(
+        default=None, metadata={"help": "Names/paths of several teachers to mix (same tokenizer)."}
+    )
+    teacher_ensemble_weights: list[float] | None = field(
+        default=None, metadata={"help": "Weights of the ensemble teachers (default: equal)."}
+    )
+    teacher_ensemble_combine: str = field(
+        default="probability",
+        metadata={"help": "How teachers are mixed.", "choices": ["probability", "log_probability"]},
+    )
     cross_tokenizer: bool = field(
         default=False, metadata={"help": "Distill across different tokenizers (aligned ULD + exact-match loss)."}
     )
@@ -131,6 +163,24 @@ class KDConfig(SFTConfig):
             raise ValueError(f"teacher_micro_batch_size must be >= 1, got {self.teacher_micro_batch_size}.")
         if self.cross_tokenizer:
             self.cross_vocab_spec()
+        self._check_teacher_kind_settings()
+
+    def _check_teacher_kind_settings(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
+        if self.ema_update_every < 1 or self.ema_start_step < 0:
+            raise ValueError(
+                f"ema_update_every must be >= 1 and ema_start_step >= 0, got {self.ema_update_every} and "
+                f"{self.ema_start_step}."
+            )
+        if self.teacher_ensemble_combine not in COMBINE_MODES:
+            raise ValueError(
+                f"teacher_ensemble_combine must be one of {COMBINE_MODES}, got {self.teacher_ensemble_combine!r}."
+            )
+        if self.teacher_ensemble_weights is not None:
+            check_mixture_weights(self.teacher_ensemble_weights)
+        if self.teacher_ensemble and self.teacher_model_name_or_path:
+            raise ValueError("Set either teacher_model_name_or_path or teacher_ensemble, not both.")
 
     def cross_vocab_spec(self, temperature: float | None = None) -> CrossVocabLossSpec:
         """The cross-tokenizer soft-loss settings of this config, validated."""

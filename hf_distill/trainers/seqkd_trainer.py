@@ -18,6 +18,8 @@ from transformers import PreTrainedModel, TrainingArguments
 
 from ..losses.cross_entropy import cross_entropy_sum
 from ..losses.token_kd import IGNORE_INDEX, causal_targets
+from ..teachers.sources import TeacherNeeds
+from .config_conversion import as_config
 from .forward_redirect import call_inside_forward
 from .kd_trainer import MODEL_INPUT_KEYS, KDTrainer
 from .seqkd_config import SeqKDConfig
@@ -114,11 +116,16 @@ class SeqKDTrainer(KDTrainer):
         args: a `SeqKDConfig` (a plain `TrainingArguments` is converted with defaults).
         train_dataset / eval_dataset: prompt + teacher completion rows, e.g. from
             `hf_distill.teachers.generate_teacher_completions`, plus the ground-truth column when `beta < 1`.
-        teacher_model: optional; when given (it must share the student's vocabulary) the loss on teacher
-            completions adds the token-level KD term of `KDTrainer`.
+        teacher_model: optional; when given (any teacher that shares the student's vocabulary: a model, an
+            ensemble, "ema") the loss on teacher completions adds the token-level KD term of `KDTrainer`. A
+            teacher with another tokenizer is refused: train on its generated completions without `teacher_model`.
     """
 
     _tag_names = ["trl", "sft", "hf_distill", "sequence-kd"]
+    config_class = SeqKDConfig
+    config_suffix = "SeqKD"
+    # The token-level term compares teacher and student position by position; without a teacher, plain SeqKD.
+    teacher_needs = TeacherNeeds("SeqKDTrainer", same_vocabulary=True, teacher_required=False)
 
     def __init__(
         self,
@@ -133,7 +140,7 @@ class SeqKDTrainer(KDTrainer):
         teacher_processing_class: Any = None,
         **sft_kwargs: Any,
     ) -> None:
-        args = self._as_seqkd_config(model, args)
+        args = as_config(SeqKDConfig, args, model, self.config_suffix)
         if args.beta < 1.0 and args.padding_free:
             raise ValueError("padding_free flattens the batch into one row; use padding_free=False when beta < 1.")
         super().__init__(
@@ -150,17 +157,6 @@ class SeqKDTrainer(KDTrainer):
         self.data_collator = SourceTaggingCollator(self.data_collator)
         # Per-source target-token counts of the current accumulation window (see `_get_num_items_in_batch`).
         self._source_items: tuple[Any, Any] = (None, None)
-
-    @staticmethod
-    def _as_seqkd_config(model: Any, args: TrainingArguments | None) -> SeqKDConfig:
-        if isinstance(args, SeqKDConfig):
-            return args
-        if args is None:
-            name = model if isinstance(model, str) else getattr(getattr(model, "config", None), "_name_or_path", "")
-            return SeqKDConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1] or 'student'}-SeqKD")
-        values = args.to_dict()
-        values["hub_token"] = args.hub_token
-        return SeqKDConfig(**{k: v for k, v in values.items() if k in SeqKDConfig.__dataclass_fields__})
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
@@ -198,7 +194,7 @@ class SeqKDTrainer(KDTrainer):
         teacher_labels = _labels_of_source(inputs, TEACHER_SOURCE)
         truth_labels = _labels_of_source(inputs, GROUND_TRUTH_SOURCE)
         teacher_targets, truth_targets = causal_targets(teacher_labels), causal_targets(truth_labels)
-        teacher_signal = self.teacher_signal(inputs, model_inputs) if self.teacher_model is not None else None
+        teacher_signal = self.teacher_signal(inputs, model_inputs) if self.teacher_source is not None else None
 
         unwrapped = self.accelerator.unwrap_model(model)
         seq_sum, seq_ce, seq_tokens, gt_sum, gt_tokens, kd_terms = call_inside_forward(

@@ -1,26 +1,21 @@
-"""`KDTrainer` without a teacher model: the teacher signal comes from precomputed dataset columns.
+"""Teacher signal precomputed into dataset columns (top-k log-probabilities or samples): no teacher in memory.
 
-Kept out of `kd_trainer.py` so the trainer only needs four small hooks:
-
-* ``__init__`` (no teacher): ``self.offline_signal = attach_offline_signal(self)`` - finds the columns and
-  their metadata, checks them against the student tokenizer, vocabulary and loss settings, validates every
-  row, and wraps the data collator so the columns are padded with ``input_ids``;
-* ``teacher_signal``: returns ``self.offline_signal.from_batch(inputs)`` when there is no teacher model;
-* ``kd_loss``: routes a ``SparseTeacherSignal`` to ``sparse_kd_loss``;
-* ``_set_signature_columns_if_needed``: ``keep_signal_columns`` so ``remove_unused_columns`` keeps them.
+The columns are found in the raw datasets, checked against the student's tokenizer, vocabulary and loss
+settings, validated row by row, and padded by a wrapper around the data collator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..losses.sparse_kd import SparseTeacherSignal, sampled_signal, sparse_kd_loss, topk_signal
-from ..losses.token_kd import KDLossSpec, KDLossTerms, LogitSource
-from ..teachers.columns import (
+from ...losses.sparse_kd import SparseTeacherSignal, sampled_signal, sparse_kd_loss, topk_signal
+from ...losses.token_kd import KDLossSpec, KDLossTerms, LogitSource
+from ...modeling import vocab_rows
+from ..columns import (
     SAMPLE_COUNTS,
     SAMPLE_ENTROPY,
     SAMPLE_IDS,
@@ -36,6 +31,11 @@ from ..teachers.columns import (
     signal_columns_present,
     validate_columns,
 )
+from .base import Capabilities, TeacherRequest, TeacherSource
+from .registry import register_teacher_source
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ...trainers.kd_trainer import KDTrainer
 
 
 @dataclass
@@ -84,14 +84,8 @@ def dataset_metadata(dataset: Any) -> TeacherSignalMetadata | None:
     return metadata
 
 
-def _student_vocab_size(model: nn.Module) -> int | None:
-    core = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
-    head = core.get_output_embeddings() if hasattr(core, "get_output_embeddings") else None
-    return None if head is None else int(head.weight.shape[0])
-
-
 def attach_offline_signal(trainer: Any) -> OfflineTeacher | None:
-    """Set a teacher-less trainer up to learn from precomputed columns; None if its datasets have none.
+    """Set a trainer up to learn from precomputed columns; None if its datasets have none.
 
     Uses ``trainer.train_dataset``/``eval_dataset`` (after SFT preparation), ``processing_class``,
     ``model``, ``loss_spec`` and ``data_collator`` (which gets wrapped).
@@ -115,7 +109,7 @@ def attach_offline_signal(trainer: Any) -> OfflineTeacher | None:
     check_compatible(
         metadata,
         tokenizer=trainer.processing_class,
-        student_vocab_size=_student_vocab_size(trainer.accelerator.unwrap_model(trainer.model)),
+        student_vocab_size=vocab_rows(trainer.accelerator.unwrap_model(trainer.model)),
         temperature=spec.temperature,
         divergence=spec.divergence,
     )
@@ -130,3 +124,44 @@ def keep_signal_columns(signature_columns: list[str] | None) -> list[str]:
     """Signature columns plus the teacher columns, so ``remove_unused_columns`` does not drop them."""
     columns = list(signature_columns or [])
     return columns + [name for name in SIGNAL_COLUMNS if name not in columns]
+
+
+@register_teacher_source
+class PrecomputedTeacher(TeacherSource):
+    """Teacher columns written by `hf-distill precompute`; claimed when no teacher model is given."""
+
+    kind = "precomputed"
+    priority = 90
+    capabilities = Capabilities(same_vocabulary=True, layer_features=False, packed_batches=False)
+
+    @classmethod
+    def claims(cls, request: TeacherRequest) -> bool:
+        if request.teacher_or_name is not None:
+            return False
+        return any(
+            signal_columns_present(getattr(dataset, "column_names", None) or [])
+            for raw in request.datasets
+            for dataset in _datasets(raw)
+        )
+
+    def __init__(self, request: TeacherRequest) -> None:
+        super().__init__(request)
+        self.offline: OfflineTeacher | None = None
+
+    def setup(self, trainer: KDTrainer) -> None:
+        self.offline = attach_offline_signal(trainer)
+        if self.offline is None:
+            raise TeacherSignalError(
+                "The datasets carried precomputed teacher columns, but they were gone after SFT's dataset "
+                "preparation; pass the datasets unchanged (do not drop the teacher columns)."
+            )
+
+    def describe(self) -> str:
+        meta = self.offline.metadata if self.offline is not None else None
+        return "precomputed teacher columns" + (f" ({meta.mode}, from {meta.teacher_name})" if meta is not None else "")
+
+    def signal(self, trainer: KDTrainer, inputs: dict[str, Any], model_inputs: dict[str, Tensor]) -> Any:
+        return self.offline.from_batch(inputs)
+
+    def loss(self, student: LogitSource, signal: Any, targets: Tensor, spec: KDLossSpec) -> KDLossTerms:
+        return self.offline.loss(student, signal, targets, spec)

@@ -1,4 +1,4 @@
-"""Cross-tokenizer distillation step: the teacher's view of a student batch, and the loss terms.
+"""Cross-tokenizer distillation: the teacher's view of a student batch, and the loss terms.
 
 The student batch (ids + labels, as TRL's collator builds it) is decoded back to text; the teacher
 tokenizes that text with its own tokenizer (optionally after rewriting the prompt into its own
@@ -8,7 +8,6 @@ student (EOS, chat markers) are left to the hard cross-entropy: their text means
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,23 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..crosstok import (
-    AlignedExample,
-    CrossTokenAlignment,
-    TokenizedText,
-    align_tokens,
-    build_alignment,
-    compact_teacher_rows,
-    shared_vocab_pairs,
-    spans_from_ids,
-    tokenize_with_spans,
-)
 from ..losses.cross_entropy import cross_entropy_sum
 from ..losses.cross_vocab import CrossVocabLossSpec, cross_vocab_loss
 from ..losses.token_kd import IGNORE_INDEX, KDLossTerms, LogitSource, _project, causal_targets
-
-# Config attributes through which a model post-processes logits beyond `hidden @ lm_head.T`.
-_UNSUPPORTED_HEAD_POSTPROCESSING = ("logit_scale", "logits_scaling", "output_multiplier")
+from ..modeling import final_hidden_states, lm_head, supports_fused_head
+from .alignment import align_tokens
+from .batch import AlignedExample, CrossTokenAlignment, build_alignment, compact_teacher_rows
+from .offsets import TokenizedText, spans_from_ids, tokenize_with_spans
+from .vocab_map import shared_vocab_pairs
 
 
 @dataclass
@@ -189,31 +179,19 @@ class CrossTokenizerDistiller:
 
     @torch.no_grad()
     def teacher_logits(self, teacher: nn.Module, view: TeacherView, device: torch.device) -> Tensor:
-        """Teacher logits at only the rows the loss reads: (rows, teacher_vocab), float32."""
+        """Teacher logits at only the rows the loss reads: (rows, teacher_vocab), float32.
+
+        ``teacher`` is the unwrapped model; its context length is checked by the caller.
+        """
         inputs = {k: v.to(device) for k, v in view.teacher_inputs.items()}
         rows = view.teacher_rows.to(device)
-        core = teacher.get_base_model() if hasattr(teacher, "get_base_model") else teacher
-        config = core.config.get_text_config() if hasattr(core.config, "get_text_config") else core.config
-        limit = getattr(config, "max_position_embeddings", None)
-        if limit is not None and inputs["input_ids"].shape[1] > limit:
-            raise ValueError(
-                f"The teacher's tokenization of the batch has {inputs['input_ids'].shape[1]} tokens, more than its "
-                f"context of {limit}; lower `max_length`."
-            )
-        head = core.get_output_embeddings()
-        projectable = isinstance(head, nn.Linear) and all(
-            getattr(config, attr, None) in (None, 1, 1.0) for attr in _UNSUPPORTED_HEAD_POSTPROCESSING
-        )
-        if not projectable:
+        if not supports_fused_head(teacher):
             logits = teacher(**inputs, use_cache=False).logits
             return logits.reshape(-1, logits.shape[-1]).index_select(0, rows).float()
-        hidden = core.base_model(**inputs, use_cache=False).last_hidden_state
+        hidden = final_hidden_states(teacher, inputs)
         picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, rows)
-        logits = F.linear(picked, head.weight, head.bias).float()
-        cap = getattr(config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return logits
+        head = lm_head(teacher)
+        return F.linear(picked, head.weight, head.bias).float()
 
     # ---- loss ----------------------------------------------------------------------------------
 
@@ -263,50 +241,3 @@ def _row_argmax(source: LogitSource, rows: Tensor, step: int) -> Tensor:
     picks = [_project(source.states, source.head_weight, source.head_bias, chunk, source.vocab_size).argmax(-1)
              for chunk in rows.split(step)]  # fmt: skip
     return torch.cat(picks) if picks else rows.new_zeros(0)
-
-
-# ---- the hooks KDTrainer calls ----------------------------------------------------------------------
-
-
-def build_distiller(trainer: Any, teacher: nn.Module, teacher_prompt_fn: Callable[[str], str] | None = None):
-    """The trainer's `CrossTokenizerDistiller`, from its `KDConfig` (replaces the same-vocabulary check)."""
-    args = trainer.args
-    student_core = _core(trainer.accelerator.unwrap_model(trainer.model))
-    return CrossTokenizerDistiller(
-        trainer.processing_class,
-        trainer.teacher_processing_class,
-        student_vocab_size=student_core.get_output_embeddings().weight.shape[0],
-        teacher_vocab_size=_core(teacher).get_output_embeddings().weight.shape[0],
-        spec=args.cross_vocab_spec(),
-        alpha=args.alpha,
-        teacher_prompt_fn=teacher_prompt_fn,
-    )
-
-
-def cross_tokenizer_terms(trainer: Any, model: nn.Module, inputs: dict[str, Any]) -> KDLossTerms:
-    """One step's loss terms: teacher on its own tokenization, student inside its wrapper's forward."""
-    from .forward_redirect import call_inside_forward
-
-    distiller: CrossTokenizerDistiller = trainer.cross_tokenizer
-    scheduled = getattr(trainer, "loss_spec", None)  # follows KDConfig.temperature_schedule
-    if scheduled is not None and scheduled.temperature != distiller.spec.temperature:
-        distiller.spec = dataclasses.replace(distiller.spec, temperature=scheduled.temperature)
-    view = distiller.prepare(inputs)
-    device = inputs["input_ids"].device
-    teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
-    teacher_logits = distiller.teacher_logits(teacher, view, device)
-    model_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask") if k in inputs}
-    unwrapped = trainer.accelerator.unwrap_model(model)
-
-    def inside() -> tuple[Tensor, ...]:
-        student = trainer.student_logit_source(unwrapped, model_inputs)
-        terms = distiller.terms(student, teacher_logits, view, inputs["labels"])
-        # A tuple of tensors passes through every wrapper's output handling (DDP inspects outputs).
-        return (terms.loss, terms.soft_sum, terms.hard_sum, terms.num_tokens, terms.top1_agree, terms.kl_sum)
-
-    return KDLossTerms(*call_inside_forward(model, unwrapped, inside))
-
-
-def _core(model: nn.Module) -> nn.Module:
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model

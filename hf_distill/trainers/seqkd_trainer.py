@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, TrainingArguments
 
 from ..losses.cross_entropy import cross_entropy_sum
 from ..losses.token_kd import IGNORE_INDEX, causal_targets
-from ..teachers.sources import TeacherNeeds
+from ..teachers.sources import TeacherNeeds, TeacherRequest, check_compatible, resolve_teacher_source
 from .config_conversion import as_config
 from .forward_redirect import call_inside_forward
 from .kd_trainer import MODEL_INPUT_KEYS, KDTrainer
@@ -125,7 +125,7 @@ class SeqKDTrainer(KDTrainer):
     config_class = SeqKDConfig
     config_suffix = "SeqKD"
     # The token-level term compares teacher and student position by position; without a teacher, plain SeqKD.
-    teacher_needs = TeacherNeeds("SeqKDTrainer", same_vocabulary=True, teacher_required=False)
+    teacher_needs = TeacherNeeds("SeqKDTrainer", same_vocabulary=True, teacher_required=False, builds_own_rows=True)
 
     def __init__(
         self,
@@ -136,11 +136,16 @@ class SeqKDTrainer(KDTrainer):
         eval_dataset: Any = None,
         processing_class: Any = None,
         *,
-        teacher_model: str | PreTrainedModel | nn.Module | None = None,
+        teacher_model: Any = None,
         teacher_processing_class: Any = None,
         **sft_kwargs: Any,
     ) -> None:
         args = as_config(SeqKDConfig, args, model, self.config_suffix)
+        # The teacher is resolved on the datasets as given (the rows built below no longer show, e.g., precomputed
+        # teacher columns), then handed on as a source.
+        request = TeacherRequest(teacher_model, args, [train_dataset, eval_dataset], teacher_processing_class)
+        teacher_model = resolve_teacher_source(request)
+        check_compatible(teacher_model, self.teacher_needs, args)
         if args.beta < 1.0 and args.padding_free:
             raise ValueError("padding_free flattens the batch into one row; use padding_free=False when beta < 1.")
         super().__init__(

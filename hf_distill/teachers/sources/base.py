@@ -29,6 +29,7 @@ class Capabilities:
     same_vocabulary: bool = True  # logits at the student's token positions over the student's vocabulary
     layer_features: bool = False  # per-layer hidden states and attention maps of one teacher network
     packed_batches: bool = True  # works on packed / padding-free batches
+    computed_per_batch: bool = True  # computed for whatever rows arrive (False: stored with the dataset's rows)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class TeacherNeeds:
     same_vocabulary: bool = False
     layer_features: bool = False
     teacher_required: bool = True
+    builds_own_rows: bool = False  # the trainer makes new rows from the dataset (SeqKD's prompt + completion)
 
 
 @dataclass
@@ -143,6 +145,12 @@ def check_compatible(source: TeacherSource | None, needs: TeacherNeeds, args: An
             f"{needs.trainer} matches per-layer hidden states and attention maps of one teacher network; a '{kind}' "
             "teacher has none to offer. Use a single live teacher model with the same tokenizer, or KDTrainer for "
             "logit distillation from this teacher."
+        )
+    if needs.builds_own_rows and not provided.computed_per_batch:
+        raise TeacherCompatibilityError(
+            f"{needs.trainer} builds its own training rows from prompt and completion columns, so a '{kind}' teacher "
+            "signal stored per row of the original tokenization cannot follow them. Use KDTrainer on the "
+            "precomputed dataset, or give SeqKDTrainer a live teacher model."
         )
     packed = bool(getattr(args, "packing", False)) or bool(getattr(args, "padding_free", False))
     if packed and not provided.packed_batches:

@@ -132,7 +132,9 @@ class PrecomputedTeacher(TeacherSource):
 
     kind = "precomputed"
     priority = 90
-    capabilities = Capabilities(same_vocabulary=True, layer_features=False, packed_batches=False)
+    capabilities = Capabilities(
+        same_vocabulary=True, layer_features=False, packed_batches=False, computed_per_batch=False
+    )
 
     @classmethod
     def claims(cls, request: TeacherRequest) -> bool:

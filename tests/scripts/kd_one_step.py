@@ -1,8 +1,9 @@
 """One SGD step of KDTrainer (or FeatureKDTrainer) on tiny models; writes the parameter update to a file (rank 0).
 
 Run under `accelerate launch --multi_gpu --num_processes N` with `use_cpu` to compare N processes with one
-process on the same global batch. Usage: kd_one_step.py OUTPUT_FILE PER_DEVICE_BATCH [kd|feature|nf4]
-(nf4: the teacher is loaded by path in NF4 through bitsandbytes, as a cluster run would).
+process on the same global batch. Usage: kd_one_step.py OUTPUT_FILE PER_DEVICE_BATCH [kd|feature|nf4|ema]
+(nf4: the teacher is loaded by path in NF4 through bitsandbytes, as a cluster run would; ema: the student's own
+EMA is the teacher, over three steps, and the EMA is written out too).
 """
 
 import os
@@ -33,6 +34,9 @@ def main(output_file: str, per_device_batch: int, kind: str = "kd") -> None:
     else:
         student, teacher = make_tiny_llama(seed=0), make_tiny_llama(seed=1)
         extra = {}
+        if kind == "ema":
+            teacher, extra = "ema", {"ema_decay": 0.5}
+            common["max_steps"] = 3
         if kind == "nf4":
             # bitsandbytes' CPU NF4 kernels need in_features >= the quantization block size (64).
             teacher = make_tiny_llama(seed=1, hidden_size=64, num_heads=4)
@@ -52,6 +56,9 @@ def main(output_file: str, per_device_batch: int, kind: str = "kd") -> None:
     projections = getattr(trainer, "feature_projections", None)
     before_proj = {} if projections is None else {k: v.clone() for k, v in projections.state_dict().items()}
     trainer.train()
+    if kind == "ema":  # every process's EMA, to check they all hold the same one
+        shadow = {k: v.cpu() for k, v in trainer.teacher_source.ema.shadow.items()}
+        torch.save(shadow, f"{output_file}.ema{trainer.accelerator.process_index}")
     if trainer.accelerator.is_main_process:
         delta = {k: v - before[k] for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()}
         if projections is not None:

@@ -15,7 +15,11 @@ from hf_distill import FeatureKDConfig, FeatureKDTrainer, KDConfig, KDTrainer, S
 from hf_distill.teachers.precompute import PrecomputeConfig, precompute_teacher_signal
 from hf_distill.teachers.sources import TeacherCompatibilityError
 
-TRAINERS = {"kd": (KDTrainer, KDConfig), "seqkd": (SeqKDTrainer, SeqKDConfig), "feature": (FeatureKDTrainer, FeatureKDConfig)}  # fmt: skip
+TRAINERS = {
+    "kd": (KDTrainer, KDConfig),
+    "seqkd": (SeqKDTrainer, SeqKDConfig),
+    "feature": (FeatureKDTrainer, FeatureKDConfig),
+}
 KINDS = ("live", "precomputed", "cross_tokenizer", "ema", "ensemble")
 
 # Cells refused at construction, with a phrase the message must contain.

@@ -27,8 +27,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_distill.models.offline import smollm2_135m_instruct_dir
 from hf_distill.teachers.generation import generate_teacher_completions
-from hf_distill.teachers.generation_config import TeacherGenerationConfig
-from hf_distill.teachers.generation_execution import UnitTestExecutionCheck
+from hf_distill.teachers.generation.config import TeacherGenerationConfig
+from hf_distill.teachers.generation.execution import UnitTestExecutionCheck
 from hf_distill.trainers.seqkd_config import SeqKDConfig
 from hf_distill.trainers.seqkd_trainer import SeqKDTrainer
 

@@ -99,7 +99,7 @@ def _precompute(argv: Sequence[str]) -> int:
 
 
 def _generate(argv: Sequence[str]) -> int:
-    from .teachers.generation_cli import main as generate_main
+    from .teachers.generation.cli import main as generate_main
 
     return generate_main(list(argv))
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hf_distill.teachers.generation import generate_teacher_completions
-from hf_distill.teachers.generation_config import TeacherGenerationConfig
+from hf_distill.teachers.generation.config import TeacherGenerationConfig
 
 pytestmark = pytest.mark.slow
 

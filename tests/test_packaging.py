@@ -31,10 +31,23 @@ def test_wheel_ships_the_model_card_template(tmp_path):
         capture_output=True,
     )
     (wheel,) = tmp_path.glob("hf_distill-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
     package_dir = Path(hf_distill.__file__).parent
     relative = model_card.DEFAULT_TEMPLATE.relative_to(package_dir.parent).as_posix()
-    assert relative in names, f"{relative} missing from the wheel"
-    assert model_card.template_path().read_text(encoding="utf-8") == (
-        REPO / "model_cards" / Path(relative).name
-    ).read_text(encoding="utf-8")
+    with zipfile.ZipFile(wheel) as archive:
+        assert relative in archive.namelist(), f"{relative} missing from the wheel"
+        shipped = archive.read(relative).decode("utf-8")
+    assert shipped == (REPO / relative).read_text(encoding="utf-8")
+    assert "$model_name" in shipped  # the template itself, not a link target path or a stub
+
+
+def test_package_has_no_symbolic_links():
+    # A link inside the package breaks on Windows checkouts (git writes it as a small text file).
+    links = [str(p.relative_to(REPO)) for p in (REPO / "hf_distill").rglob("*") if p.is_symlink()]
+    assert not links, f"symbolic links in the package: {links}"
+
+
+def test_top_level_model_cards_readme_points_to_the_template():
+    readme = (REPO / "model_cards" / "README.md").read_text(encoding="utf-8")
+    relative = model_card.DEFAULT_TEMPLATE.relative_to(REPO).as_posix()
+    assert relative in readme
+    assert sorted(p.name for p in (REPO / "model_cards").iterdir()) == ["README.md"]  # no second copy

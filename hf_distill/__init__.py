@@ -1,8 +1,7 @@
 """hf_distill: knowledge distillation that drops into transformers/TRL training code."""
 
-__version__ = "0.1.0"  # defined before the imports below: submodules record it in their metadata
-
-from .trainers import (  # noqa: E402
+from ._version import __version__
+from .trainers import (
     FeatureKDConfig,
     FeatureKDTrainer,
     KDConfig,

@@ -122,7 +122,7 @@ def _versions() -> str:
     import transformers
     import trl
 
-    from . import __version__
+    from ._version import __version__
 
     return (
         f"hf_distill {__version__}, transformers {transformers.__version__}, trl {trl.__version__}, "

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .. import pypi_models
+from ..pypi_models import gemma3_270m_dir, smollm2_135m_instruct_dir
 from ..teachers.frozen import TeacherLoadError
 
 PYPI_MODELS: dict[str, Callable[[], Any]] = {
-    "pypi:smollm2-135m-instruct": pypi_models.smollm2_135m_instruct_dir,
-    "pypi:gemma-3-270m": pypi_models.gemma3_270m_dir,
+    "pypi:smollm2-135m-instruct": smollm2_135m_instruct_dir,
+    "pypi:gemma-3-270m": gemma3_270m_dir,
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
-from ... import __version__
+from ..._version import __version__
 from ..resumable import run_sharded
 from .config import TeacherGenerationConfig
 from .hf import generate_candidates, mean_log_likelihoods

@@ -10,7 +10,7 @@ The `hf-distill generate` command (also `python scripts/generate_teacher_complet
         --strategy sample --num-samples 8 --stop "\\ndef " --execution-check --allow-code-execution
 
 The output directory holds Parquet shards and metadata.json; load it with
-``hf_distill.teachers.resumable.load_sharded(out_dir)`` or ``datasets.Dataset.from_parquet(...)``.
+``hf_distill.load_sharded(out_dir)`` or ``datasets.Dataset.from_parquet(...)``.
 """
 
 from __future__ import annotations

@@ -52,6 +52,16 @@ def test_precompute_flags_fill_both_dataclasses():
     )
 
 
+def test_precompute_reads_yaml_and_flags_override_it(tmp_path):
+    config_file = tmp_path / "precompute.yaml"
+    config_file.write_text(
+        yaml.safe_dump({"teacher": "t", "dataset": "d", "out": "o", "mode": "sampled", "num_samples": 8, "seed": 3})
+    )
+    run, config = parse_precompute(["--config", str(config_file), "--num-samples", "16"])
+    assert config == PrecomputeConfig(mode="sampled", num_samples=16, seed=3)
+    assert (run.teacher, run.dataset, run.out) == ("t", "d", "o")
+
+
 def test_precompute_rejects_an_unknown_mode(capsys):
     with pytest.raises(SystemExit):
         parse_precompute("--teacher t --dataset d --out o --mode logits".split())

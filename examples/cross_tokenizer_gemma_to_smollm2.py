@@ -20,8 +20,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_distill import KDConfig, KDTrainer
-from hf_distill.models import gemma3_270m_dir, smollm2_135m_instruct_dir
+from hf_distill import KDConfig, KDTrainer, gemma3_270m_dir, smollm2_135m_instruct_dir
 
 
 def stdlib_functions(count: int) -> Dataset:

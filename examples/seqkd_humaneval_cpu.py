@@ -25,12 +25,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_distill.models.offline import smollm2_135m_instruct_dir
-from hf_distill.teachers.generation import generate_teacher_completions
-from hf_distill.teachers.generation_config import TeacherGenerationConfig
-from hf_distill.teachers.generation_execution import UnitTestExecutionCheck
-from hf_distill.trainers.seqkd_config import SeqKDConfig
-from hf_distill.trainers.seqkd_trainer import SeqKDTrainer
+from hf_distill import (
+    SeqKDConfig,
+    SeqKDTrainer,
+    TeacherGenerationConfig,
+    UnitTestExecutionCheck,
+    generate_teacher_completions,
+    smollm2_135m_instruct_dir,
+)
 
 # Short problems a 135M model can sometimes solve, so the filter has something to keep.
 PROBLEMS = [23, 53, 28, 42, 45, 30, 35, 60]

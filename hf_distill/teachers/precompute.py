@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -57,17 +57,33 @@ class PrecomputeConfig:
     ``vocab_size`` cuts teacher logits to the first ids (e.g. a student with a smaller padded embedding).
     """
 
-    mode: str = "topk"
-    k: int = 32
-    num_samples: int = 24
-    temperature: float = 1.0
-    max_length: int | None = None
-    batch_size: int = 8
-    shard_size: int = 256
-    positions_per_chunk: int = 1024
-    seed: int = 0
-    value_dtype: str = "float16"
-    vocab_size: int | None = None
+    mode: str = field(
+        default="topk",
+        metadata={"help": "topk: the k most likely tokens + tail mass; sampled: draws with counts", "choices": MODES},
+    )
+    k: int = field(default=32, metadata={"help": "tokens kept per position (topk mode)"})
+    num_samples: int = field(default=24, metadata={"help": "teacher draws per position (sampled mode)"})
+    temperature: float = field(
+        default=1.0, metadata={"help": "capture temperature; must equal the training temperature"}
+    )
+    max_length: int | None = field(
+        default=None, metadata={"help": "truncate rows to this many tokens (use training's max_length)"}
+    )
+    batch_size: int = field(default=8, metadata={"help": "rows per teacher forward"})
+    shard_size: int = field(
+        default=256, metadata={"help": "rows per written shard (the unit of resumption after a kill)"}
+    )
+    positions_per_chunk: int = field(
+        default=1024, metadata={"help": "token positions turned into top-k/samples at once (bounds memory)"}
+    )
+    seed: int = field(default=0, metadata={"help": "sampling seed (sampled mode); each row is seeded from it"})
+    value_dtype: str = field(
+        default="float16",
+        metadata={"help": "storage dtype of log-probabilities, tail mass and entropy", "choices": VALUE_DTYPES},
+    )
+    vocab_size: int | None = field(
+        default=None, metadata={"help": "cut teacher logits to the first this-many ids (e.g. a smaller student)"}
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -13,43 +13,34 @@ Train from the result with ``KDTrainer`` (no teacher) on ``load_teacher_signal(o
 
 from __future__ import annotations
 
-import argparse
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cli_parsing import parse_dataclasses
 from .precompute import PrecomputeConfig, precompute_teacher_signal
+from .run_arguments import TeacherRunArguments
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="hf-distill precompute", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--teacher", required=True, help="Hub id or local directory of the teacher")
-    parser.add_argument("--revision", default=None, help="teacher revision (recorded in the metadata)")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer id/path (default: the teacher's)")
-    parser.add_argument("--gguf-file", default=None, help="load the teacher from this GGUF file in --teacher")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--text-column", default="text", help="tokenized when the rows have no input_ids")
-    parser.add_argument("--out", required=True, help="output directory (rerun with the same one to resume)")
-    parser.add_argument("--mode", choices=("topk", "sampled"), default="topk")
-    parser.add_argument("--k", type=int, default=32)
-    parser.add_argument("--num-samples", type=int, default=24, help="draws per position (sampled mode)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="capture temperature = training temperature")
-    parser.add_argument("--max-length", type=int, default=None, help="truncate rows (use training's max_length)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--shard-size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--value-dtype", choices=("float16", "bfloat16", "float32"), default="float16")
-    parser.add_argument("--vocab-size", type=int, default=None, help="cut teacher logits to this many ids")
-    parser.add_argument("--dtype", default="auto", help="teacher dtype: auto, bfloat16, float16, float32")
-    parser.add_argument("--load-in-4bit", action="store_true", help="NF4-quantize the teacher (bitsandbytes)")
-    parser.add_argument("--device", default=None, help="e.g. cuda:0 (default: cuda if available, else cpu)")
-    parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
+@dataclass
+class PrecomputeRunArguments(TeacherRunArguments):
+    """Which teacher and rows to run and where the columns go; ``PrecomputeConfig`` says how they are captured."""
+
+    revision: str | None = field(default=None, metadata={"help": "teacher revision (recorded in the metadata)"})
+    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer id/path (default: the teacher's)"})
+    gguf_file: str | None = field(default=None, metadata={"help": "load the teacher from this GGUF file in --teacher"})
+    text_column: str = field(default="text", metadata={"help": "tokenized when the rows have no input_ids"})
+    load_in_4bit: bool = field(default=False, metadata={"help": "NF4-quantize the teacher (bitsandbytes)"})
+    device: str | None = field(default=None, metadata={"help": "e.g. cuda:0 (default: cuda if available, else cpu)"})
 
 
-def load_rows(args: argparse.Namespace, tokenizer):
+def parse_args(argv: Sequence[str] | None = None) -> tuple[PrecomputeRunArguments, PrecomputeConfig]:
+    """The run arguments and the capture config, from the command line and/or ``--config file.yaml``."""
+    return parse_dataclasses((PrecomputeRunArguments, PrecomputeConfig), argv, "hf-distill precompute", __doc__)
+
+
+def load_rows(args: PrecomputeRunArguments, tokenizer):
     from datasets import Dataset, load_dataset, load_from_disk
 
     path = Path(args.dataset)
@@ -75,13 +66,13 @@ def load_rows(args: argparse.Namespace, tokenizer):
     return dataset
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     import torch
     from transformers import AutoTokenizer
 
     from .frozen import freeze, load_teacher, teacher_load_kwargs
 
-    args = parse_args(argv)
+    args, config = parse_args(argv)
     tokenizer_kwargs = {"gguf_file": args.gguf_file} if args.gguf_file and not args.tokenizer else {}
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.teacher, **tokenizer_kwargs)
     load_kwargs = teacher_load_kwargs({}, args.dtype, args.load_in_4bit)
@@ -93,18 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.load_in_4bit:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         teacher.to(device)
-    config = PrecomputeConfig(
-        mode=args.mode,
-        k=args.k,
-        num_samples=args.num_samples,
-        temperature=args.temperature,
-        max_length=args.max_length,
-        batch_size=args.batch_size,
-        shard_size=args.shard_size,
-        seed=args.seed,
-        value_dtype=args.value_dtype,
-        vocab_size=args.vocab_size,
-    )
     dataset = load_rows(args, tokenizer)
     result = precompute_teacher_signal(
         teacher,
@@ -114,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         config,
         teacher_name=args.teacher,
         teacher_revision=args.revision,
-        progress=not args.no_progress,
+        progress=args.progress,
     )
-    print(f"wrote {len(result)} rows with {args.mode} teacher columns to {os.path.abspath(args.out)}")
+    print(f"wrote {len(result)} rows with {config.mode} teacher columns to {os.path.abspath(args.out)}")
     return 0

@@ -11,8 +11,8 @@ import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
-from .generation_config import TeacherGenerationConfig
-from .generation_selection import Candidate
+from .config import TeacherGenerationConfig
+from .selection import Candidate
 
 
 def vllm_installed() -> bool:

@@ -12,8 +12,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from .generation_config import TeacherGenerationConfig
-from .generation_selection import Candidate
+from .config import TeacherGenerationConfig
+from .selection import Candidate
 
 # Scoring forms float32 log-probabilities for this many completion tokens at a time (x vocab).
 _SCORE_CHUNK_TOKENS = 128

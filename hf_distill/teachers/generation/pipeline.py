@@ -17,19 +17,19 @@ from typing import Any
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
-from .. import __version__
-from .generation_config import TeacherGenerationConfig
-from .generation_hf import generate_candidates, mean_log_likelihoods
-from .generation_prompts import (
+from ..._version import __version__
+from ..resumable import run_sharded
+from .config import TeacherGenerationConfig
+from .hf import generate_candidates, mean_log_likelihoods
+from .prompts import (
     PromptFormat,
     check_prompt_lengths,
     detect_prompt_format,
     render_prompts,
     teacher_context_length,
 )
-from .generation_selection import Candidate, ExecutionCheck, select_candidates
-from .generation_vllm import generate_candidates_vllm, load_vllm_teacher
-from .resumable import run_sharded
+from .selection import Candidate, ExecutionCheck, select_candidates
+from .vllm import generate_candidates_vllm, load_vllm_teacher
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .generation_config import TeacherGenerationConfig
+from .config import TeacherGenerationConfig
 
 # Some tokenizers report a huge sentinel ``model_max_length`` when they do not know the context size.
 _UNKNOWN_MAX_LENGTH = 10**9

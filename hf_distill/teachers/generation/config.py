@@ -28,26 +28,55 @@ class TeacherGenerationConfig:
     passed to ``generate_teacher_completions``. ``selection`` then picks among the survivors.
     """
 
-    strategy: str = "greedy"
-    max_new_tokens: int = 256
-    num_samples: int = 1
-    num_beams: int = 4
-    length_penalty: float = 1.0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    stop_sequences: list[str] = field(default_factory=list)
-    selection: str = "first"
-    min_completion_tokens: int = 0
-    max_completion_tokens: int | None = None
-    require_finished: bool = False
-    chat_template_for_prompts: bool = False
-    prompt_column: str = "prompt"
-    messages_column: str = "messages"
-    batch_size: int = 8
-    shard_size: int = 64
-    seed: int = 0
-    backend: str = "transformers"
+    strategy: str = field(
+        default="greedy", metadata={"help": "greedy (argmax), beam (beam search) or sample", "choices": STRATEGIES}
+    )
+    max_new_tokens: int = field(default=256, metadata={"help": "generation length limit per completion"})
+    num_samples: int = field(default=1, metadata={"help": "candidates per prompt (sampled, or the best beams)"})
+    num_beams: int = field(default=4, metadata={"help": "beam width (strategy beam)"})
+    length_penalty: float = field(
+        default=1.0, metadata={"help": "beams ranked by summed log-probability / length ** length_penalty"}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (strategy sample)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass, in (0, 1] (strategy sample)"})
+    top_k: int = field(default=0, metadata={"help": "sample among the k most likely tokens; 0 disables it"})
+    stop_sequences: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "stop sequences (repeat the flag or list several; on the command line and in --config files "
+            "backslash escapes such as \\n are decoded)",
+            "aliases": ["--stop"],
+            "action": "extend",
+        },
+    )
+    selection: str = field(
+        default="first",
+        metadata={
+            "help": "first surviving candidate, the one the teacher finds most likely (loglik), or all",
+            "choices": SELECTIONS,
+        },
+    )
+    min_completion_tokens: int = field(default=0, metadata={"help": "drop shorter completions"})
+    max_completion_tokens: int | None = field(default=None, metadata={"help": "drop longer completions"})
+    require_finished: bool = field(
+        default=False, metadata={"help": "drop completions cut by max_new_tokens (no EOS or stop sequence)"}
+    )
+    chat_template_for_prompts: bool = field(
+        default=False, metadata={"help": "wrap plain prompts as a user message in the teacher's chat template"}
+    )
+    prompt_column: str = field(default="prompt", metadata={"help": "column with the prompt text or messages"})
+    messages_column: str = field(
+        default="messages", metadata={"help": "column with conversations, used when there is no prompt column"}
+    )
+    batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
+    shard_size: int = field(
+        default=64, metadata={"help": "prompts per written shard (the unit of resumption after a kill)"}
+    )
+    seed: int = field(default=0, metadata={"help": "sampling seed; each shard is seeded from it and its content"})
+    backend: str = field(
+        default="transformers",
+        metadata={"help": "generation engine (vllm needs the vllm package)", "choices": BACKENDS},
+    )
 
     def __post_init__(self) -> None:
         self.stop_sequences = list(self.stop_sequences)

@@ -32,6 +32,24 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("CrossVocabLossSpec", "cross_vocab_loss"), "losses.cross_vocab"),
     "hidden_state_loss": "losses.feature",
     "attention_kl_loss": "losses.attention",
+    # Teacher sources: where the teacher signal comes from (live, precomputed, cross-tokenizer, EMA, ensemble).
+    **dict.fromkeys(
+        (
+            "Capabilities",
+            "CrossTokenizerTeacher",
+            "EMATeacher",
+            "LiveTeacher",
+            "PrecomputedTeacher",
+            "TeacherCompatibilityError",
+            "TeacherEnsemble",
+            "TeacherNeeds",
+            "TeacherRequest",
+            "TeacherSource",
+            "register_teacher_source",
+        ),
+        "teachers.sources",
+    ),
+    "TeacherMixture": "losses.teacher_mixture",
     # Teacher signal ahead of training: precomputed columns (offline KD) and generated completions (SeqKD).
     **dict.fromkeys(("PrecomputeConfig", "load_teacher_signal", "precompute_teacher_signal"), "teachers.precompute"),
     "TeacherSignalError": "teachers.columns",

@@ -178,6 +178,9 @@ def trainer_card_info(trainer: Any) -> ModelCardInfo:
     if info.teacher is None:
         teacher = getattr(trainer, "teacher_model", None)
         info.teacher = getattr(args, "teacher_model_name_or_path", None) or (_name(teacher) if teacher else None)
+        source = getattr(trainer, "teacher_source", None)
+        if source is not None and (info.teacher is None or source.kind in ("ema", "ensemble", "precomputed")):
+            info.teacher = source.describe()  # e.g. "EMA self-teacher (decay 0.999)", "ensemble of 2 teachers"
     return info
 
 

@@ -108,6 +108,9 @@ def test_lora_student_keeps_an_ema_of_the_adapters_only(tmp_path):
     assert set(shadow) == trainable and all("lora_" in name for name in shadow)
     frozen_bytes = sum(p.numel() for p in trainer.model.parameters() if not p.requires_grad)
     assert sum(t.numel() for t in shadow.values()) < frozen_bytes / 10
+    from hf_distill.model_card import trainer_card_info
+
+    assert "EMA self-teacher" in trainer_card_info(trainer).teacher
 
 
 def test_resuming_from_a_checkpoint_is_bit_identical_to_the_uninterrupted_run(tmp_path):

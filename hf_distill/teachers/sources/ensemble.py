@@ -70,7 +70,14 @@ class TeacherEnsemble(TeacherSource):
         return list(self.models)
 
     def describe(self) -> str:
-        return f"ensemble of {len(self.members)} teachers (weights {list(self.weights)}, {self.combine} mixture)"
+        names = [
+            m if isinstance(m, str) else getattr(getattr(m, "config", None), "_name_or_path", "") or type(m).__name__
+            for m in self.members
+        ]
+        return (
+            f"ensemble of {len(self.members)} teachers ({', '.join(names)}; weights {list(self.weights)}, "
+            f"{self.combine} mixture)"
+        )
 
     def signal(
         self, trainer: KDTrainer, inputs: dict[str, Any], model_inputs: dict[str, Tensor]

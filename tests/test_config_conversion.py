@@ -10,7 +10,6 @@ from trl import SFTConfig
 from hf_distill import FeatureKDConfig, KDConfig, SeqKDConfig
 from hf_distill.trainers.config_conversion import as_config
 
-
 # Fields a config sets itself on purpose: SeqKD always trains on completion tokens only.
 OWN_SETTINGS = {SeqKDConfig: {"completion_only_loss"}}
 

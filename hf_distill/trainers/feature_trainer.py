@@ -96,6 +96,14 @@ class FeatureKDTrainer(KDTrainer):
         self.feature_projections = FeatureProjections(
             self.layer_map if use_hidden else (), student_width, teacher_width, always=args.feature_always_project
         ).to(self.args.device)
+        zero3 = self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3
+        if zero3 and any(True for _ in self.feature_projections.parameters()):
+            # DeepSpeed's ZeRO-3 optimizer takes only parameters it partitioned (it fails on the projections).
+            raise ValueError(
+                "FeatureKDTrainer's learned projections cannot be trained under DeepSpeed ZeRO-3. Use FSDP "
+                "(recipes/accelerate/fsdp.yaml) or DDP, or set hidden_loss_weight=0 / equal widths without "
+                "feature_always_project so that no projection is needed."
+            )
         self.add_callback(_ZeroProjectionGrads(self.feature_projections))
 
     # ---- the step ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ case also saves a checkpoint after step 1 and resumes from it in a fresh trainer
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS / "scripts"))
 from conftest import kd_args, make_text_dataset, make_tiny_llama, make_word_tokenizer  # noqa: E402
-from cpu_fsdp import allow_fsdp_on_cpu  # noqa: E402
+from cpu_sharding import allow_deepspeed_on_cpu, allow_fsdp_on_cpu  # noqa: E402
 from test_generation_tokenizer import char_tokenizer  # noqa: E402
 from test_offline_precompute import token_rows  # noqa: E402
 
@@ -39,18 +40,30 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+    """This process's rank, known from the launcher before any process group is formed."""
+    return int(os.environ.get("RANK", 0))
 
 
 def shard_shapes(module: torch.nn.Module) -> dict:
-    """name -> [local shape, global shape, is a DTensor] for every parameter of a (possibly sharded) module."""
+    """name -> [local shape, global shape, how it is sharded] for every parameter of a (possibly sharded) module:
+    "dtensor" (FSDP2: the local piece of a DTensor), "zero3" (DeepSpeed: this process's flat partition) or None."""
     from torch.distributed.tensor import DTensor
 
     out = {}
     for name, param in module.named_parameters():
-        local = param.to_local() if isinstance(param, DTensor) else param
-        out[name] = [list(local.shape), list(param.shape), isinstance(param, DTensor)]
+        if isinstance(param, DTensor):
+            out[name] = [list(param.to_local().shape), list(param.shape), "dtensor"]
+        elif hasattr(param, "ds_tensor"):
+            out[name] = [list(param.ds_tensor.shape), list(param.ds_shape), "zero3"]
+        else:
+            out[name] = [list(param.shape), list(param.shape), None]
     return out
+
+
+def kd_args_here(output: Path, **values):
+    """kd_args for this launch: DeepSpeed runs need `use_cpu` off (accelerate starts DeepSpeed only then)."""
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    return kd_args(output, use_cpu=not deepspeed, **values)
 
 
 def record(trainer, folder: Path, save_final: bool = True) -> None:
@@ -67,7 +80,7 @@ def record(trainer, folder: Path, save_final: bool = True) -> None:
 def common_args(folder: Path, config_class=None, **overrides):
     values = dict(max_steps=1, per_device_train_batch_size=GLOBAL_BATCH // world_size(), optim="sgd", learning_rate=1.0)
     values.update(overrides)
-    return kd_args(folder / "run", config_class=config_class, **values)
+    return kd_args_here(folder / "run", config_class=config_class, **values)
 
 
 def run_kd(folder: Path) -> None:
@@ -87,7 +100,7 @@ def run_kd(folder: Path) -> None:
         return KDTrainer(
             model=make_tiny_llama(seed=0),
             teacher_model=make_tiny_llama(seed=1),
-            args=kd_args(output, **settings),
+            args=kd_args_here(output, **settings),
             train_dataset=dataset,
             processing_class=make_word_tokenizer(),
         )
@@ -142,6 +155,16 @@ def run_feature(folder: Path) -> None:
     record(trainer, folder)
 
 
+def run_feature_refused(folder: Path) -> None:
+    """Under ZeRO-3 the projections cannot join DeepSpeed's optimizer: construction must say so."""
+    try:
+        run_feature(folder)
+    except ValueError as err:
+        (folder / "refused.txt").write_text(str(err))
+    else:
+        raise AssertionError("FeatureKDTrainer with projections was not refused under ZeRO-3")
+
+
 def run_offline(folder: Path) -> None:
     """No teacher model: top-k columns precomputed from the teacher (each process writes its own copy)."""
     signal = precompute_teacher_signal(
@@ -178,12 +201,22 @@ def run_nf4(folder: Path) -> None:
     record(trainer, folder)
 
 
-CASES = {"kd": run_kd, "seqkd": run_seqkd, "feature": run_feature, "offline": run_offline, "nf4": run_nf4}
+CASES = {
+    "kd": run_kd,
+    "seqkd": run_seqkd,
+    "feature": run_feature,
+    "offline": run_offline,
+    "nf4": run_nf4,
+    "feature_refused": run_feature_refused,
+}
+
+DEFAULT_CASES = ["kd", "seqkd", "feature", "offline", "nf4"]
 
 
 def main(output_dir: str, *cases: str) -> None:
     allow_fsdp_on_cpu()
-    for case in cases or CASES:
+    allow_deepspeed_on_cpu()
+    for case in cases or DEFAULT_CASES:
         folder = Path(output_dir) / case
         folder.mkdir(parents=True, exist_ok=True)
         CASES[case](folder)

@@ -147,7 +147,7 @@ def test_quantized_teacher_is_refused_under_zero3_only():
     """ZeRO-3 would partition the packed NF4 weights; the refusal names what to use instead."""
     from types import SimpleNamespace
 
-    import hf_distill.teachers  # noqa: F401  (importing teachers.sources first on its own is circular today)
+    import hf_distill.trainers.kd_trainer  # noqa: F401  (importing teachers.sources first on its own is circular)
     from hf_distill.teachers.sources.live import check_quantized_placement
 
     def trainer(deepspeed: bool, stage: int) -> SimpleNamespace:

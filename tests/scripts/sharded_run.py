@@ -67,7 +67,7 @@ def kd_args_here(output: Path, **values):
 
 
 def record(trainer, folder: Path, save_final: bool = True) -> None:
-    shapes = {"student": shard_shapes(trainer.model)}
+    shapes = {"student": shard_shapes(trainer.model), "fused_head": trainer.use_fused_head}
     if trainer.teacher_model is not None:
         shapes["teacher"] = shard_shapes(trainer.teacher_model)
     (folder / f"shards{rank()}.json").write_text(json.dumps(shapes))

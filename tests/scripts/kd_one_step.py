@@ -66,7 +66,7 @@ def main(output_file: str, per_device_batch: int, kind: str = "kd") -> None:
         result = {"delta": delta, "loss": logged["loss"], "grad_norm": logged.get("grad_norm")}
         torch.save({**result, "world": trainer.accelerator.num_processes}, output_file)
     # End the process group while the interpreter is fully alive, as PyTorch documents; left to interpreter
-    # finalization, gloo's worker threads can be torn down after Python objects they hold (see notes).
+    # finalization, gloo's worker threads can be torn down after Python objects they hold (docs/recipe.md).
     trainer.accelerator.wait_for_everyone()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import kd_args, make_text_dataset, make_tiny_llama, make_word_tokenizer  # noqa: E402
+from process_group import end_process_group  # noqa: E402
 
 from hf_distill import KDTrainer  # noqa: E402
 from hf_distill.trainers.feature_config import FeatureKDConfig  # noqa: E402
@@ -65,12 +67,8 @@ def main(output_file: str, per_device_batch: int, kind: str = "kd") -> None:
         logged = [e for e in trainer.state.log_history if "loss" in e][0]
         result = {"delta": delta, "loss": logged["loss"], "grad_norm": logged.get("grad_norm")}
         torch.save({**result, "world": trainer.accelerator.num_processes}, output_file)
-    # End the process group while the interpreter is fully alive, as PyTorch documents; left to interpreter
-    # finalization, gloo's worker threads can be torn down after Python objects they hold (docs/recipe.md).
-    trainer.accelerator.wait_for_everyone()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])
+    end_process_group()  # after main returned: the trainer and its DDP wrapper are gone (see process_group.py)

@@ -22,6 +22,7 @@ sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS / "scripts"))
 from conftest import kd_args, make_text_dataset, make_tiny_llama, make_word_tokenizer  # noqa: E402
 from cpu_sharding import allow_deepspeed_on_cpu, allow_fsdp_on_cpu  # noqa: E402
+from process_group import end_process_group  # noqa: E402
 from test_generation_tokenizer import char_tokenizer  # noqa: E402
 from test_offline_precompute import token_rows  # noqa: E402
 
@@ -220,10 +221,8 @@ def main(output_dir: str, *cases: str) -> None:
         folder = Path(output_dir) / case
         folder.mkdir(parents=True, exist_ok=True)
         CASES[case](folder)
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(*sys.argv[1:])
+    end_process_group()

@@ -96,6 +96,14 @@ class FeatureKDTrainer(KDTrainer):
         self.feature_projections = FeatureProjections(
             self.layer_map if use_hidden else (), student_width, teacher_width, always=args.feature_always_project
         ).to(self.args.device)
+        zero3 = self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3
+        if zero3 and any(True for _ in self.feature_projections.parameters()):
+            # DeepSpeed's ZeRO-3 optimizer takes only parameters it partitioned (it fails on the projections).
+            raise ValueError(
+                "FeatureKDTrainer's learned projections cannot be trained under DeepSpeed ZeRO-3. Use FSDP "
+                "(recipes/accelerate/fsdp.yaml) or DDP, or set hidden_loss_weight=0 / equal widths without "
+                "feature_always_project so that no projection is needed."
+            )
         self.add_callback(_ZeroProjectionGrads(self.feature_projections))
 
     # ---- the step ----------------------------------------------------------------------------------
@@ -165,11 +173,21 @@ class FeatureKDTrainer(KDTrainer):
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """The student's optimizer with one extra parameter group holding the projections."""
         optimizer = super().create_optimizer(model)
+        if not self.is_fsdp_enabled:
+            self._add_projection_group(optimizer)
+        return optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+        # Under FSDP, accelerate swaps the optimizer's parameters for the student's shards and refuses any it cannot
+        # find in the student, so the projections join only now, after that, and before the schedule sees the groups.
+        self._add_projection_group(optimizer or self.optimizer)
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def _add_projection_group(self, optimizer: torch.optim.Optimizer) -> None:
         params = [p for p in self.feature_projections.parameters() if p.requires_grad]
         already = {id(p) for group in optimizer.param_groups for p in group["params"]}
         if params and not already.intersection(id(p) for p in params):
             optimizer.add_param_group({"params": params, "weight_decay": self.args.weight_decay})
-        return optimizer
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)

@@ -6,14 +6,15 @@ process on the same global batch. Usage: kd_one_step.py OUTPUT_FILE PER_DEVICE_B
 EMA is the teacher, over three steps, and the EMA is written out too).
 """
 
-import os
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import kd_args, make_text_dataset, make_tiny_llama, make_word_tokenizer  # noqa: E402
+from process_group import end_process_group  # noqa: E402
 
 from hf_distill import KDTrainer  # noqa: E402
 from hf_distill.trainers.feature_config import FeatureKDConfig  # noqa: E402
@@ -66,14 +67,8 @@ def main(output_file: str, per_device_batch: int, kind: str = "kd") -> None:
         logged = [e for e in trainer.state.log_history if "loss" in e][0]
         result = {"delta": delta, "loss": logged["loss"], "grad_norm": logged.get("grad_norm")}
         torch.save({**result, "world": trainer.accelerator.num_processes}, output_file)
-    # Leave without interpreter teardown: the update is recorded. With the FeatureKD run, gloo's teardown on
-    # CPU occasionally aborted at exit ("terminate called without an active exception") or, with a final
-    # barrier + destroy_process_group, hung there (about 1 run in 12), failing the test for reasons unrelated to
-    # what it checks. Skipping teardown passed 32 of 32 runs.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])
+    end_process_group()  # after main returned: the trainer and its DDP wrapper are gone (see process_group.py)

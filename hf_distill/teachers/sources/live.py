@@ -22,16 +22,41 @@ logger = logging.getLogger(__name__)
 
 
 def place_teacher(trainer: KDTrainer, teacher: nn.Module) -> nn.Module:
-    """Put a teacher where each backend needs it: sharded under ZeRO-3/FSDP, replicated otherwise."""
+    """Put a teacher where each backend needs it: sharded under ZeRO-3/FSDP, replicated otherwise.
+
+    A quantized (bitsandbytes NF4) teacher cannot be sharded: FSDP's flat DTensor shards and ZeRO-3's partitions
+    would cut its packed 4-bit weights apart. Under FSDP every process holds it whole instead (an 8B teacher is
+    about 5 GB in NF4), next to the sharded student; under ZeRO-3 it is refused.
+    """
+    quantized = is_quantized(teacher)
+    check_quantized_placement(trainer, quantized)
     if trainer.is_deepspeed_enabled:
         from trl.models.utils import prepare_deepspeed
 
         return prepare_deepspeed(teacher, trainer.accelerator)
     if trainer.is_fsdp_enabled:
+        if quantized:
+            return teacher.to(trainer.accelerator.device)
         from trl.models.utils import prepare_fsdp
 
         return prepare_fsdp(teacher, trainer.accelerator)
     return trainer.accelerator.prepare_model(teacher, evaluation_mode=True)
+
+
+def check_quantized_placement(trainer: KDTrainer, quantized: bool) -> None:
+    """Refuse a quantized teacher under DeepSpeed ZeRO-3 (checked before loading too, as ZeRO-3 loads partitioned)."""
+    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
+    if quantized and plugin is not None and plugin.zero_stage == 3:
+        raise ValueError(
+            "A quantized (NF4) teacher cannot be partitioned by DeepSpeed ZeRO-3 (teacher_load_in_4bit=True). "
+            "Use FSDP (recipes/accelerate/fsdp.yaml: every process holds the NF4 teacher whole, the student is "
+            "sharded) or DDP, or set teacher_load_in_4bit=False to partition a bf16 teacher under ZeRO-3."
+        )
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Whether transformers loaded the model through a quantizer (bitsandbytes NF4/int8 and the like)."""
+    return getattr(model, "hf_quantizer", None) is not None or bool(getattr(model, "is_loaded_in_4bit", False))
 
 
 def check_teacher_vocabulary(trainer: KDTrainer, teacher: nn.Module, teacher_tokenizer: Any) -> int:
@@ -118,6 +143,7 @@ class LiveTeacher(TeacherSource):
         self.tokenizer = request.teacher_processing_class
 
     def setup(self, trainer: KDTrainer) -> None:
+        check_quantized_placement(trainer, trainer.args.teacher_load_in_4bit)
         model, self.tokenizer = materialize_teacher(self.request.teacher_or_name, trainer.args, self.tokenizer)
         trainer.shared_vocab_size = check_teacher_vocabulary(trainer, model, self.tokenizer)
         self.model = place_teacher(trainer, model)

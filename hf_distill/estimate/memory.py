@@ -5,8 +5,8 @@ phases that do not overlap: the teacher forward (no grad), the student's saved a
 buffers (the moment backward starts), and the full set of student gradients (the moment it ends; the
 activations are freed as backward walks down the layers). Activations count the tensors a Llama-style
 decoder layer saves for backward with SDPA attention, per token (h hidden, q/kv attention widths, i MLP width):
-the layer input, both norms' normalised states and outputs (4h), the residual sum (h), q, k, v, the attention
-output and its contiguous copy (3q + 2kv), and the MLP's gate, SiLU, up and product (4i).
+the layer input, both norms' normalised states and outputs (4h), the residual sum (h), q, k, v and the attention
+output (2q + 2kv; o_proj saves a view of that output), and the MLP's gate, SiLU, up and product (4i).
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ from .model_shape import ModelShape
 
 # Bytes per weight. nf4: 4 bits plus double-quantised block scales (8 bits per 64 weights, fp32 per 256 blocks);
 # bitsandbytes keeps embeddings and the output head unquantised (counted at compute precision when known).
-WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5, "nf4": (4 + 8 / 64 + 32 / 64**2) / 8}
+WEIGHT_BYTES = {
+    "fp32": 4.0,
+    "bf16": 2.0,
+    "fp16": 2.0,
+    "int8": 1.0,
+    "int4": 0.5,
+    "nf4": (4 + 8 / 64 + 32 / (64 * 256)) / 8,
+}
 QUANTISED = ("int8", "int4", "nf4")
 OPTIMIZER_STATE_BYTES = {"adamw": None, "adamw_8bit": 2.0}  # None: two states in the parameter's dtype (torch)
 SHARDINGS = ("none", "zero3", "fsdp")
@@ -118,7 +125,7 @@ def activation_elements_per_token(shape: ModelShape, seq_len: int, attention: st
     """Saved-for-backward elements per token of the whole decoder stack (see the module docstring)."""
     _require_shapes(shape, "activation memory")
     h, q, kv, i = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim, shape.intermediate
-    layer = 5 * h + 3 * q + 2 * kv + 4 * i + h
+    layer = 6 * h + 2 * q + 2 * kv + 4 * i
     if attention == "eager":
         layer += 2 * shape.heads * seq_len  # the attention probabilities and the scores they came from
     final_norm = 3 * h
@@ -178,7 +185,9 @@ def memory_plan(setup: MemorySetup, sharding: str = "none", devices: int = 1) ->
         forward.update(_loss_buffers(setup, sharding))
         if setup.student_training == "full" and sharding == "none":
             forward["lm_head gradient (formed inside the loss)"] = s.vocab * s.hidden * 4.0
-        if t is not None:
+        if t is not None and not t.has_shapes:
+            notes.append(f"{t.name}: the teacher's hidden states and forward temporaries need its config")
+        elif t is not None:
             forward.update(_teacher_signal(setup, sharding))
             phases["teacher forward (no grad)"] = {
                 "teacher layer temporaries": _teacher_forward_bytes(t, n, setup.teacher_compute_bytes)

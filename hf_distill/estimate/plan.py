@@ -104,8 +104,9 @@ def _gb(value: float) -> str:
     return f"{value / 1e9:9.2f} GB"
 
 
-def format_estimate(est: DistillationEstimate) -> str:
-    """A plain-text report: FLOPs, time and cost, memory per device by sharding, offline storage."""
+def format_estimate(est: DistillationEstimate, with_cost: bool = True) -> str:
+    """A plain-text report: FLOPs, time and cost (unless ``with_cost`` is False), memory per device by sharding,
+    offline storage."""
     a, f = est.args, est.flops
     lines = [
         f"Distillation estimate: teacher {est.teacher.name} ({est.teacher.params:.3g} params) -> student "
@@ -123,9 +124,11 @@ def format_estimate(est: DistillationEstimate) -> str:
         f"  total                            {f.total:10.3e}",
         f"  pretraining the student on {a.pretraining_tokens:.3g} tokens: {f.pretraining:.3e} "
         f"-> this run is {f.ratio_to_pretraining:.1%} of it",
-        "",
+        "" if with_cost else None,
         f"Time and cost on {a.num_devices} x {est.device.name} ({est.device.peak_tflops:g} TFLOPS peak, "
-        f"MFU {a.mfu:g}, ${est.device.price_per_hour:g}/device-hour): {est.hours:,.1f} h, ${est.cost:,.0f}",
+        f"MFU {a.mfu:g}, ${est.device.price_per_hour:g}/device-hour): {est.hours:,.1f} h, ${est.cost:,.0f}"
+        if with_cost
+        else None,
         "",
         f"Memory per device ({est.device.memory_gb:g} GB, {RESERVED_BYTES / 1e9:g} GB kept free for the runtime)",
     ]
@@ -149,7 +152,7 @@ def format_estimate(est: DistillationEstimate) -> str:
                          "of the chunked loss's buffers)")  # fmt: skip
         lines += [f"    note: {note}" for note in plan.notes]
         if est.fits(sharding):
-            lines.append("    fits")
+            lines.append("    fits" if plan.naive_loss_bytes is not None else "    fits as far as known")
         else:
             fixes = est.fixes[sharding]
             lines.append(

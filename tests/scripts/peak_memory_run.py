@@ -30,8 +30,11 @@ def current_rss() -> int:
 
 
 def build(config: dict, seed: int) -> LlamaForCausalLM:
+    """A randomly initialised Llama: from a saved config (``config_dir``, with overrides) or from keywords."""
     torch.manual_seed(seed)
-    return LlamaForCausalLM(LlamaConfig(**config))
+    config = dict(config)
+    base = config.pop("config_dir", None)
+    return LlamaForCausalLM(LlamaConfig.from_pretrained(base, **config) if base else LlamaConfig(**config))
 
 
 def main(spec: dict) -> None:

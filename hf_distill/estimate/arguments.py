@@ -17,7 +17,10 @@ MODEL_HELP = (
 
 @dataclass
 class EstimateArguments:
-    """What a distillation run will cost and whether it fits, before running it."""
+    """What a distillation run will cost and whether it fits, before running it.
+
+    From Python, ``teacher`` and ``student`` may also be a `ModelShape` or a transformers config object.
+    """
 
     teacher: str | None = field(default=None, metadata={"help": f"The teacher: {MODEL_HELP}"})
     student: str | None = field(default=None, metadata={"help": f"The student: {MODEL_HELP}"})

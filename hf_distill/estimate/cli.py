@@ -57,8 +57,11 @@ def inspect_teacher_main(argv: Sequence[str] | None = None) -> int:
 def _load_teacher(args):
     from ..recipe.model_sources import load_causal_lm, load_tokenizer, resolve_model_source
 
+    dtypes = ("float32", "bfloat16", "float16")
+    if args.dtype not in dtypes:
+        raise ValueError(f"dtype must be one of {dtypes}, got {args.dtype!r}")
     path = resolve_model_source(args.teacher)
-    model = load_causal_lm(path, "teacher", dtype=getattr(__import__("torch"), args.dtype))
+    model = load_causal_lm(path, "teacher", dtype=args.dtype)
     return model, load_tokenizer(path, "teacher")
 
 

@@ -90,6 +90,22 @@ _EXPORTS: dict[str, str] = {
         ),
         "evaluation",
     ),
+    # Before a run: cost/memory/storage estimate and teacher inspection.
+    **dict.fromkeys(
+        (
+            "DistillationEstimate",
+            "EstimateArguments",
+            "MemorySetup",
+            "ModelShape",
+            "distillation_flops",
+            "estimate_distillation",
+            "format_estimate",
+            "memory_plan",
+            "resolve_model_shape",
+        ),
+        "estimate",
+    ),
+    **dict.fromkeys(("TeacherInspection", "inspect_teacher"), "estimate.teacher_inspection"),
     # Model cards.
     **dict.fromkeys(("ModelCardInfo", "render_model_card", "write_model_card"), "model_card"),
     # Small real models that ship on PyPI (offline demos and tests).

@@ -6,9 +6,11 @@
     hf-distill model-card --model-dir outputs/run --teacher ... --base-model ...    # (re)write README.md
     hf-distill precompute --teacher ... --dataset ... --out teacher_topk/ --mode topk --k 32   # offline KD columns
     hf-distill generate --teacher ... --dataset prompts.jsonl --out completions/               # SeqKD completions
+    hf-distill estimate --teacher 70B --student 8B --tokens 20e9 --accelerator a100-80gb      # cost, memory, fit
+    hf-distill inspect-teacher --teacher ... --dataset stdlib --num_rows 16   # top-k mass, KL lost, storage per k
 
-`hf-distill <command> --help` lists a command's options; recipe, precompute and generate also read them from
-YAML (`--config file.yaml`, command-line flags override the file).
+`hf-distill <command> --help` lists a command's options; recipe, precompute, generate, estimate and
+inspect-teacher also read them from YAML (`--config file.yaml`, command-line flags override the file).
 
 `hf-distill recipe` runs in one process; for several processes use
 `accelerate launch [--config_file recipes/accelerate/ddp.yaml] recipes/deepseek_to_llama3.py ...`.
@@ -105,6 +107,18 @@ def _generate(argv: Sequence[str]) -> int:
     return generate_main(list(argv))
 
 
+def _estimate(argv: Sequence[str]) -> int:
+    from .estimate.cli import estimate_main
+
+    return estimate_main(list(argv))
+
+
+def _inspect_teacher(argv: Sequence[str]) -> int:
+    from .estimate.cli import inspect_teacher_main
+
+    return inspect_teacher_main(list(argv))
+
+
 COMMANDS = {
     "recipe": _recipe,
     "report": _report,
@@ -112,6 +126,8 @@ COMMANDS = {
     "model-card": _model_card,
     "precompute": _precompute,
     "generate": _generate,
+    "estimate": _estimate,
+    "inspect-teacher": _inspect_teacher,
 }
 
 

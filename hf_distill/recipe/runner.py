@@ -357,6 +357,8 @@ def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str,
 
     run = build_trainer(recipe, args, model_args)
     trainer = run.trainer
+    if trainer.is_world_process_zero():
+        print_estimate(recipe, run)
     students_before: dict[str, Any] = {}
     rows_before: dict[str, dict] = {}
     if run.initial_student is not None:
@@ -402,6 +404,19 @@ def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str,
     if args.push_to_hub:
         trainer.push_to_hub()
     return paths
+
+
+def print_estimate(recipe: RecipeArguments, run: RecipeRun) -> None:
+    """Print what the run is expected to cost and hold in memory (`hf-distill estimate`), before it trains."""
+    from ..estimate.recipe_estimate import recipe_estimate_text
+
+    trainer = run.trainer
+    teacher = trainer.teacher_model
+    teacher = trainer.accelerator.unwrap_model(teacher) if teacher is not None else None
+    try:
+        print(recipe_estimate_text(recipe.mode, trainer.args, trainer.model, teacher), flush=True)
+    except ValueError as err:  # an architecture the estimator cannot read must not stop the run
+        print(f"(no estimate for this configuration: {err})", flush=True)
 
 
 def report_notes(run: RecipeRun, args: Any) -> str:

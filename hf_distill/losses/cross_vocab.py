@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..crosstok.batch import CrossTokenAlignment, TokenChain
 from .chunk_grads import StudentGradients, pop_scaled_grads
+from .settings import require_non_negative, require_positive
 from .token_kd import LogitSource, _project
 
 # float32 elements per (chunk x vocab) temporary.
@@ -46,9 +47,10 @@ class CrossVocabLossSpec:
     chunk_size: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
-        if self.uld_weight < 0 or self.exact_weight < 0 or self.uld_weight + self.exact_weight == 0:
+        require_positive("temperature", self.temperature)
+        require_non_negative("uld_weight", self.uld_weight)
+        require_non_negative("exact_match_weight", self.exact_weight)
+        if self.uld_weight + self.exact_weight == 0:
             raise ValueError(
                 f"uld_weight and exact_weight must be >= 0 and not both 0, got {self.uld_weight}, {self.exact_weight}."
             )

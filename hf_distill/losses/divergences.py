@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .settings import require_in_range
+
 DIVERGENCES: tuple[str, ...] = (
     "forward_kl",
     "reverse_kl",
@@ -163,10 +165,8 @@ def check_divergence(name: str, params: DivergenceParams) -> None:
     """Raise a clear error for an unknown divergence or an out-of-range shape parameter."""
     if name not in _ROW_FUNCTIONS:
         raise ValueError(f"Unknown divergence {name!r}; choose one of {', '.join(DIVERGENCES)}.")
-    if not 0.0 <= params.beta <= 1.0:
-        raise ValueError(f"jsd beta must be in [0, 1], got {params.beta}.")
-    if not 0.0 <= params.skew < 1.0:
-        raise ValueError(f"skew must be in [0, 1), got {params.skew}.")
+    require_in_range("jsd beta", params.beta, 0.0, 1.0)
+    require_in_range("skew", params.skew, 0.0, 1.0, high_inclusive=False)
 
 
 def divergence_rows(

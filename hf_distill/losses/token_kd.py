@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .chunk_grads import StudentGradients, combined_loss, pop_scaled_grads
 from .divergences import DivergenceParams, check_divergence, divergence_rows
+from .settings import require_in_range, require_positive
 
 IGNORE_INDEX = -100
 # The dense and sparse losses project a chunk once (one or two buffers, 256 MB in all) and then work through
@@ -46,10 +47,8 @@ class KDLossSpec:
     with_metrics: bool = True
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}.")
+        require_positive("temperature", self.temperature)
+        require_in_range("alpha", self.alpha, 0.0, 1.0)
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or None (automatic), got {self.chunk_size}.")
         check_divergence(self.divergence, self.params)

@@ -88,7 +88,7 @@ class TeacherSignalMetadata:
             raise TeacherSignalError(f"top-k mode needs 1 <= k <= vocab_size ({self.vocab_size}), got k={self.k}.")
         if self.mode == "sampled" and not (self.num_samples and self.num_samples >= 1):
             raise TeacherSignalError(f"sampled mode needs num_samples >= 1, got {self.num_samples}.")
-        if not self.temperature > 0:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise TeacherSignalError(f"temperature must be > 0, got {self.temperature}.")
         if not 1 <= self.vocab_size <= MAX_VOCAB:
             raise TeacherSignalError(f"vocab_size must be in [1, {MAX_VOCAB}], got {self.vocab_size}.")

@@ -9,6 +9,7 @@ from trl import SFTConfig
 
 from ..losses.cross_vocab import CrossVocabLossSpec
 from ..losses.divergences import DIVERGENCES
+from ..losses.settings import require_positive
 from ..losses.token_kd import KDLossSpec
 from .schedules import scheduled_temperature
 
@@ -126,7 +127,7 @@ class KDConfig(SFTConfig):
         self.loss_spec()
         scheduled_temperature(self.temperature_schedule, self.temperature, self.temperature_end, 0, 1)
         if self.temperature_end is not None:
-            self.loss_spec(temperature=self.temperature_end)
+            require_positive("temperature_end", self.temperature_end)
         if self.teacher_micro_batch_size is not None and self.teacher_micro_batch_size < 1:
             raise ValueError(f"teacher_micro_batch_size must be >= 1, got {self.teacher_micro_batch_size}.")
         if self.cross_tokenizer:

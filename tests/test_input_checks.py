@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from conftest import kd_args
 
 from hf_distill.losses.cross_vocab import CrossVocabLossSpec
-from hf_distill.losses.token_kd import KDLossSpec
+from hf_distill.losses.token_kd import KDLossSpec, LogitSource, token_kd_loss
 
 INF, NAN = math.inf, math.nan
 
@@ -64,3 +65,139 @@ def test_loss_specs_refuse_non_finite_temperature(temperature):
 def test_finite_settings_still_accepted(tmp_path):
     config = kd_args(tmp_path, temperature=1e6, temperature_schedule="linear", temperature_end=0.5, alpha=0.0)
     assert (config.temperature, config.temperature_end, config.alpha) == (1e6, 0.5, 0.0)
+
+
+# ---- 3. a masked teacher vocabulary (-inf logits) is probability 0, on the fused and the unfused path ---------
+
+
+def masked_reference_divergence(name, s, t, beta=0.5, skew=0.1):
+    """Per-row divergences in float64 where p = softmax(t) is exactly 0 on -inf logits (0 log 0 = 0)."""
+    q, p = torch.softmax(s, -1), torch.softmax(t, -1)
+
+    def kl(a, b):
+        return (torch.xlogy(a, a) - torch.xlogy(a, b)).sum(-1)
+
+    m_jsd = beta * p + (1 - beta) * q
+    return {
+        "forward_kl": lambda: kl(p, q),
+        "jsd": lambda: beta * kl(p, m_jsd) + (1 - beta) * kl(q, m_jsd),
+        "skew_forward_kl": lambda: kl(p, skew * p + (1 - skew) * q),
+        "skew_reverse_kl": lambda: kl(q, skew * q + (1 - skew) * p),
+        "tvd": lambda: 0.5 * (p - q).abs().sum(-1),
+        "mse": lambda: ((p - q) ** 2).sum(-1),
+    }[name]()
+
+
+MASKABLE = ["forward_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tvd", "mse"]
+
+
+def masked_problem(seed=0, tokens=9, hidden=6, vocab=13):
+    gen = torch.Generator().manual_seed(seed)
+    s_hidden = torch.randn(tokens, hidden, generator=gen)
+    s_weight = torch.randn(vocab, hidden, generator=gen)
+    t_hidden = torch.randn(tokens, hidden, generator=gen)
+    t_weight = torch.randn(vocab, hidden, generator=gen) * 2
+    t_bias = torch.zeros(vocab)
+    t_bias[[1, 4, 5, 11]] = -math.inf  # e.g. tokens a constrained decoder never allows
+    targets = torch.tensor([0, 2, 3, -100, 6, 7, 8, 9, 12])
+    return s_hidden, s_weight, t_hidden, t_weight, t_bias, targets
+
+
+def reference_loss_and_grads(s_hidden, s_weight, teacher_logits, targets, name, temperature, alpha):
+    """alpha T^2 sum D + (1 - alpha) sum CE over target rows in float64, and its gradients (autograd)."""
+    h = s_hidden.double().requires_grad_(True)
+    w = s_weight.double().requires_grad_(True)
+    valid = targets != -100
+    z = (h @ w.t())[valid]
+    t = teacher_logits.double()[valid]
+    soft = masked_reference_divergence(name, z / temperature, t / temperature).sum()
+    hard = torch.nn.functional.cross_entropy(z, targets[valid], reduction="sum")
+    loss = alpha * temperature**2 * soft + (1 - alpha) * hard
+    loss.backward()
+    return loss.detach(), h.grad, w.grad
+
+
+@pytest.mark.parametrize("name", MASKABLE)
+@pytest.mark.parametrize("temperature, alpha", [(1.0, 1.0), (2.0, 0.5)])
+@pytest.mark.parametrize("form", ["unfused", "fused"])
+def test_masked_teacher_vocabulary_matches_float64_reference(name, temperature, alpha, form):
+    s_hidden, s_weight, t_hidden, t_weight, t_bias, targets = masked_problem()
+    teacher_logits = t_hidden @ t_weight.t() + t_bias
+    if form == "unfused":
+        # Masks may differ from row to row when the teacher comes as logits.
+        teacher_logits[0, [0, 3]] = -math.inf
+        teacher_logits[5, 2:9] = -math.inf
+        teacher = LogitSource(teacher_logits)
+    else:
+        teacher = LogitSource(t_hidden, t_weight, t_bias)
+    student = LogitSource(s_hidden.clone().requires_grad_(True), s_weight.clone().requires_grad_(True))
+    spec = KDLossSpec(divergence=name, temperature=temperature, alpha=alpha, chunk_size=4)
+
+    terms = token_kd_loss(student, teacher, targets, spec)
+    terms.loss.backward()
+
+    ref_loss, ref_h, ref_w = reference_loss_and_grads(
+        s_hidden, s_weight, teacher_logits, targets, name, temperature, alpha
+    )
+    assert torch.isfinite(ref_loss)
+    assert terms.loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+    torch.testing.assert_close(student.states.grad.double(), ref_h, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(student.head_weight.grad.double(), ref_w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MASKABLE)
+def test_fused_and_unfused_teacher_agree_on_masked_vocabulary(name):
+    s_hidden, s_weight, t_hidden, t_weight, t_bias, targets = masked_problem(seed=1)
+    spec = KDLossSpec(divergence=name, temperature=1.5, alpha=0.8)
+    results = []
+    for teacher in (LogitSource(t_hidden @ t_weight.t() + t_bias), LogitSource(t_hidden, t_weight, t_bias)):
+        student = LogitSource(s_hidden.clone().requires_grad_(True), s_weight)
+        terms = token_kd_loss(student, teacher, targets, spec)
+        terms.loss.backward()
+        results.append((terms.loss.detach(), student.states.grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=0)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("reverse_kl", {}, "infinite where the teacher gives a token probability 0"),
+        ("jsd", {"beta": 1.0}, "infinite where the teacher gives a token probability 0"),
+        ("skew_reverse_kl", {"skew": 0.0}, "infinite where the teacher gives a token probability 0"),
+        ("cosine", {}, "compares logits"),
+    ],
+)
+@pytest.mark.parametrize("form", ["unfused", "fused"])
+def test_divergences_without_a_finite_value_refuse_a_masked_teacher(name, params, message, form):
+    s_hidden, s_weight, t_hidden, t_weight, t_bias, targets = masked_problem()
+    teacher = (
+        LogitSource(t_hidden @ t_weight.t() + t_bias) if form == "unfused" else LogitSource(t_hidden, t_weight, t_bias)
+    )
+    with pytest.raises(ValueError, match=message):
+        token_kd_loss(LogitSource(s_hidden, s_weight), teacher, targets, KDLossSpec(divergence=name, **params))
+
+
+@pytest.mark.parametrize(
+    "bad_value, message", [(math.nan, "1 NaN, 0 \\+inf"), (math.inf, "0 NaN, 1 \\+inf")], ids=["nan", "posinf"]
+)
+@pytest.mark.parametrize("name", ["forward_kl", "jsd", "tvd"])
+def test_nan_and_positive_inf_teacher_logits_stay_errors(bad_value, message, name):
+    s_hidden, s_weight, t_hidden, t_weight, t_bias, targets = masked_problem()
+    teacher_logits = t_hidden @ t_weight.t() + t_bias
+    teacher_logits[2, 3] = bad_value
+    with pytest.raises(ValueError, match=message):
+        token_kd_loss(
+            LogitSource(s_hidden, s_weight), LogitSource(teacher_logits), targets, KDLossSpec(divergence=name)
+        )
+
+
+def test_fully_masked_teacher_row_and_diverged_student_get_their_own_errors():
+    s_hidden, s_weight, t_hidden, t_weight, _, targets = masked_problem()
+    teacher_logits = t_hidden @ t_weight.t()
+    teacher_logits[4] = -math.inf
+    with pytest.raises(ValueError, match="-inf on every token at 1 target positions"):
+        token_kd_loss(LogitSource(s_hidden, s_weight), LogitSource(teacher_logits), targets, KDLossSpec())
+    s_hidden[1, 0] = math.nan
+    with pytest.raises(ValueError, match="student's logits contain NaN/Inf"):
+        token_kd_loss(LogitSource(s_hidden, s_weight), LogitSource(t_hidden, t_weight), targets, KDLossSpec())

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .chunk_grads import StudentGradients, combined_loss, pop_scaled_grads
 from .divergences import DivergenceParams, check_divergence, divergence_rows
+from .nonfinite import non_finite_loss_error
 from .settings import require_in_range, require_positive
 
 IGNORE_INDEX = -100
@@ -246,13 +247,11 @@ class _ChunkedTokenKD(torch.autograd.Function):
                 grads.add(z, chunk_rows, selector)
             del z
 
-        # NaN/Inf teacher logits make the divergence non-finite; checking the sum costs one sync per batch
-        # instead of a full pass over every chunk.
+        # NaN/+inf teacher logits (or a masked vocabulary under reverse KL) make the loss non-finite; checking the
+        # sum costs one sync per batch, and only then are the teacher rows scanned to say which input is wrong.
         if not bool(torch.isfinite(stats[:2]).all()):
-            raise ValueError(
-                "The distillation loss is not finite: teacher (or student) logits contain NaN/Inf on target "
-                "positions; check the teacher's dtype (fp16 overflow) or the precomputed columns."
-            )
+            chunks = (_project(t_states, t_weight, t_bias, index, vocab) for index, _ in _row_chunks(rows, plan.rows))
+            raise non_finite_loss_error(chunks, spec.divergence, spec.params)
         ctx.grads = grads.finish()
         loss = combined_loss(stats, spec.alpha, spec.temperature)
         ctx.mark_non_differentiable(stats)

@@ -31,7 +31,9 @@ class KDConfig(SFTConfig):
         divergence (`str`, defaults to `"forward_kl"`):
             One of `forward_kl` (KL(teacher||student)), `reverse_kl`, `jsd` (generalized, see `jsd_beta`), `tvd`,
             `skew_forward_kl`, `skew_reverse_kl` (see `skew_lambda`), `mse` (between probabilities) and
-            `cosine` (between logits).
+            `cosine` (between logits). A teacher logit of `-inf` (a masked vocabulary) is probability 0; every
+            divergence except `reverse_kl`, `jsd` with `jsd_beta=1`, `skew_reverse_kl` with `skew_lambda=0` and
+            `cosine` handles it (those have no finite value there and raise a clear error).
         temperature_schedule (`str`, defaults to `"constant"`):
             `constant`, `linear` or `cosine`: move the temperature from `temperature` to `temperature_end` over
             the training steps (soft targets early, sharper ones late).

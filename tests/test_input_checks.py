@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import kd_args
 
 from hf_distill.losses.cross_vocab import CrossVocabLossSpec
 from hf_distill.losses.token_kd import KDLossSpec, LogitSource, token_kd_loss
+from hf_distill.teachers.columns import TOPK_IDS, TOPK_LOGPROBS, TOPK_TAIL, TeacherSignalError, validate_columns
 
 INF, NAN = math.inf, math.nan
 
@@ -201,3 +203,109 @@ def test_fully_masked_teacher_row_and_diverged_student_get_their_own_errors():
     s_hidden[1, 0] = math.nan
     with pytest.raises(ValueError, match="student's logits contain NaN/Inf"):
         token_kd_loss(LogitSource(s_hidden, s_weight), LogitSource(t_hidden, t_weight), targets, KDLossSpec())
+
+
+# ---- 2. precomputed top-k columns: total mass 1 within float16 rounding, distinct ids --------------------------
+
+
+def topk_columns_dataset(rows, vocab, k, value_dtype="float16", seed=0, scale=4.0):
+    """Columns built here in float64 from heavy-tailed random logits (independently of the precompute code),
+    then stored in `value_dtype` the way a capture stores them."""
+    from datasets import Dataset
+
+    from hf_distill.teachers.columns import TeacherSignalMetadata, attach_metadata
+
+    rng = np.random.default_rng(seed)
+    store = {"float16": np.float16, "float32": np.float32}[value_dtype]
+    columns = {"input_ids": [], TOPK_IDS: [], TOPK_LOGPROBS: [], TOPK_TAIL: []}
+    for length in rows:
+        logits = rng.standard_t(3, size=(length, vocab)) * scale
+        logits[0, 0] = 60.0  # one nearly certain position: log-probabilities just below 0
+        log_p = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        log_p -= logits.max(-1, keepdims=True)
+        ids = np.argsort(-log_p, axis=-1)[:, :k]
+        top = np.take_along_axis(log_p, ids, -1)
+        columns["input_ids"].append(rng.integers(3, vocab, size=length).tolist())
+        columns[TOPK_IDS].append(ids.astype(np.uint16).tolist())
+        columns[TOPK_LOGPROBS].append(top.astype(store).tolist())
+        columns[TOPK_TAIL].append(np.clip(1.0 - np.exp(top).sum(-1), 0.0, 1.0).astype(store).tolist())
+    dataset = Dataset.from_dict(columns)
+    metadata = TeacherSignalMetadata(
+        mode="topk",
+        teacher_name="synthetic",
+        teacher_revision=None,
+        tokenizer_hash="0" * 64,
+        vocab_size=vocab,
+        temperature=1.0,
+        max_length=None,
+        k=k,
+        value_dtype=value_dtype,
+    )
+    return attach_metadata(dataset, metadata), metadata
+
+
+def edit_position(dataset, row, column, edit):
+    def change(example, index):
+        if index == row:
+            example[column] = edit(example[column])
+        return example
+
+    return dataset.map(change, with_indices=True)
+
+
+@pytest.mark.parametrize("k", [1, 8, 64, 512])
+@pytest.mark.parametrize("scale", [0.5, 4.0])
+def test_float16_stored_topk_columns_pass_the_mass_check(k, scale):
+    dataset, metadata = topk_columns_dataset([5, 9, 3], vocab=2048, k=k, scale=scale)
+    validate_columns(dataset, metadata)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        # Log-probabilities normalised over the wrong set (off by a constant): the mass is half what it should be.
+        (lambda lp: [[v - 0.7 for v in pos] for pos in lp], "sum to"),
+        # The most likely token's probability lost (overwritten by a near-zero entry) at one position.
+        (lambda lp: [[-30.0] + pos[1:] if i == 3 else pos for i, pos in enumerate(lp)], "sum to"),
+    ],
+    ids=["shifted_logprobs", "dropped_token"],
+)
+def test_topk_mass_far_from_one_is_refused_naming_column_and_row(edit, message):
+    dataset, metadata = topk_columns_dataset([5, 9, 3], vocab=256, k=8)
+    broken = edit_position(dataset, 1, TOPK_LOGPROBS, edit)
+    with pytest.raises(TeacherSignalError, match=f"{TOPK_LOGPROBS}.*{TOPK_TAIL}.*{message}.*row 1, position"):
+        validate_columns(broken, metadata)
+
+
+def test_tail_mass_that_does_not_complete_the_distribution_is_refused():
+    dataset, metadata = topk_columns_dataset([6, 4], vocab=256, k=4, scale=0.5)  # flat: a large tail
+    broken = edit_position(dataset, 0, TOPK_TAIL, lambda tail: [0.0] * len(tail))
+    with pytest.raises(TeacherSignalError, match="row 0, position 1"):  # position 0 is nearly certain
+        validate_columns(broken, metadata)
+
+
+def test_mass_tolerance_is_tight_enough_to_catch_one_percent():
+    from hf_distill.teachers.column_checks import mass_tolerance
+
+    # float16's unit roundoff is 2^-11; the bound grows with log(k + 1) only.
+    assert mass_tolerance("float16", 64) < 0.01
+    assert mass_tolerance("float32", 64) < 1e-4
+    dataset, metadata = topk_columns_dataset([4], vocab=512, k=64, scale=0.5)
+    broken = edit_position(dataset, 0, TOPK_TAIL, lambda tail: [min(1.0, t + 0.01) for t in tail])
+    with pytest.raises(TeacherSignalError, match="sum to 1.01"):
+        validate_columns(broken, metadata)
+
+
+def test_repeated_token_id_within_a_position_is_refused():
+    dataset, metadata = topk_columns_dataset([5, 7], vocab=256, k=4)
+    broken = edit_position(
+        dataset, 1, TOPK_IDS, lambda ids: [p[:2] + p[:1] + p[3:] if i == 6 else p for i, p in enumerate(ids)]
+    )
+    with pytest.raises(TeacherSignalError, match=f"{TOPK_IDS}.*twice at row 1, position 6"):
+        validate_columns(broken, metadata)
+
+
+def test_same_id_at_different_positions_is_fine():
+    dataset, metadata = topk_columns_dataset([5, 7], vocab=256, k=4)
+    same = edit_position(dataset, 0, TOPK_IDS, lambda ids: [ids[0]] * len(ids))
+    validate_columns(same, metadata)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 import pytest
 import torch
-from conftest import kd_args
+from conftest import kd_args, make_tiny_llama, make_word_tokenizer, reference_kd_loss
 
 from hf_distill.losses.cross_vocab import CrossVocabLossSpec
 from hf_distill.losses.token_kd import KDLossSpec, LogitSource, token_kd_loss
@@ -309,3 +310,109 @@ def test_same_id_at_different_positions_is_fine():
     dataset, metadata = topk_columns_dataset([5, 7], vocab=256, k=4)
     same = edit_position(dataset, 0, TOPK_IDS, lambda ids: [ids[0]] * len(ids))
     validate_columns(same, metadata)
+
+
+# ---- 4-6. training datasets: empty, without target tokens, completion_mask, no processing_class ---------------
+
+INPUT_CHECKS_LOGGER = "hf_distill.trainers.input_checks"
+
+
+def build_trainer(tmp_path, train_dataset, processing_class="word", **overrides):
+    from hf_distill import KDTrainer
+
+    tokenizer = make_word_tokenizer() if processing_class == "word" else processing_class
+    return KDTrainer(
+        make_tiny_llama(),
+        args=kd_args(tmp_path, **overrides),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        teacher_model=make_tiny_llama(seed=1),
+    )
+
+
+def masked_rows(prompt_len=6, completion_len=3, rows=4, completion=1):
+    from datasets import Dataset
+
+    ids = [[1] + [5 + (i + j) % 50 for j in range(prompt_len + completion_len - 1)] for i in range(rows)]
+    mask = [[0] * prompt_len + [completion] * completion_len for _ in range(rows)]
+    return Dataset.from_dict({"input_ids": ids, "completion_mask": mask})
+
+
+def test_empty_training_dataset_is_a_clear_error(tmp_path):
+    from datasets import Dataset
+
+    with pytest.raises(ValueError, match="train_dataset is empty"):
+        build_trainer(tmp_path, Dataset.from_dict({"text": []}))
+
+
+def test_dataset_emptied_by_truncation_names_the_likely_cause(tmp_path):
+    # Every completion lies beyond max_length: TRL drops every (now fully masked) example.
+    with pytest.raises(ValueError, match="none is left after SFT's preparation.*max_length"):
+        build_trainer(tmp_path, masked_rows(prompt_len=8), completion_only_loss=True, max_length=6)
+
+
+def test_dataset_without_target_tokens_warns(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger=INPUT_CHECKS_LOGGER):
+        build_trainer(tmp_path, masked_rows(completion=0), completion_only_loss=True, max_length=None)
+    warnings = [r.getMessage() for r in caplog.records if r.name == INPUT_CHECKS_LOGGER]
+    assert len(warnings) == 1 and "no target tokens" in warnings[0] and "completion_only_loss" in warnings[0]
+
+
+def test_dataset_with_target_tokens_does_not_warn(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger=INPUT_CHECKS_LOGGER):
+        trainer = build_trainer(tmp_path, masked_rows(), completion_only_loss=True)
+    assert not [r for r in caplog.records if r.name == INPUT_CHECKS_LOGGER]
+    # TRL's rule with completion_only_loss=True: prompt tokens are -100, completion tokens their ids.
+    row = trainer.train_dataset[0]
+    assert row["labels"] == [-100] * 6 + row["input_ids"][6:]
+
+
+def test_completion_mask_ignored_by_default_is_announced(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger=INPUT_CHECKS_LOGGER):
+        trainer = build_trainer(tmp_path, masked_rows())
+    warnings = [r.getMessage() for r in caplog.records if r.name == INPUT_CHECKS_LOGGER]
+    assert len(warnings) == 1 and "completion_mask" in warnings[0] and "completion_only_loss=True" in warnings[0]
+    row = trainer.train_dataset[0]
+    assert row["labels"] == row["input_ids"]  # as in TRL: every token is a target
+
+
+def test_student_from_config_without_processing_class_is_a_clear_error(tmp_path):
+    from hf_distill import KDTrainer
+
+    student = make_tiny_llama()
+    assert not student.config._name_or_path
+    with pytest.raises(ValueError, match="processing_class is required.*_name_or_path"):
+        KDTrainer(
+            student,
+            args=kd_args(tmp_path),
+            train_dataset=masked_rows(),
+            data_collator=lambda rows: rows,
+            teacher_model=make_tiny_llama(seed=1),
+        )
+
+
+def test_precomputed_columns_keep_prompt_masking_with_completion_only_loss(tmp_path):
+    """docs/offline_kd.md: a carried `completion_mask` masks prompt tokens when completion_only_loss=True."""
+    from hf_distill import KDTrainer
+    from hf_distill.teachers.precompute import PrecomputeConfig, precompute_teacher_signal
+
+    teacher = make_tiny_llama(seed=1)
+    rows = masked_rows(prompt_len=5, completion_len=4)
+    config = PrecomputeConfig(mode="topk", k=64, value_dtype="float32", temperature=2.0)
+    signal = precompute_teacher_signal(
+        teacher, make_word_tokenizer(), rows, tmp_path / "signal", config, progress=False
+    )
+    assert "completion_mask" in signal.column_names
+    student = make_tiny_llama()
+    trainer = KDTrainer(
+        student,
+        args=kd_args(tmp_path / "run", temperature=2.0, completion_only_loss=True),
+        train_dataset=signal,
+        processing_class=make_word_tokenizer(),
+    )
+    assert trainer.offline_signal is not None
+    assert trainer.train_dataset[0]["labels"] == [-100] * 5 + rows[0]["input_ids"][5:]
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert int((batch["labels"] != -100).sum()) == 4 * len(rows)
+    expected = reference_kd_loss(student, teacher, batch, 2.0, 0.5)
+    assert trainer.compute_loss(trainer.model, batch).item() == pytest.approx(expected.item(), rel=2e-6)

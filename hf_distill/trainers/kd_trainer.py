@@ -24,6 +24,7 @@ from ..losses.token_kd import KDLossTerms, LogitSource, causal_targets, token_kd
 from ..model_card import ModelCardMixin
 from ..teachers.frozen import TeacherLoadError, check_same_vocabulary, freeze, load_teacher, teacher_load_kwargs
 from .forward_redirect import call_inside_forward
+from .input_checks import check_after_sft_init, check_before_sft_init
 from .kd_config import KDConfig
 from .offline_signal import attach_offline_signal, keep_signal_columns
 from .schedules import scheduled_temperature
@@ -103,6 +104,7 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
     ) -> None:
         args = self._as_kd_config(model, args)
         self.loss_spec = args.loss_spec()
+        check_before_sft_init(model, args, train_dataset, processing_class)
         super().__init__(
             model,
             args=args,
@@ -112,6 +114,7 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
             processing_class=processing_class,
             **sft_kwargs,
         )
+        check_after_sft_init(self.train_dataset, train_dataset)
         # Our loss is a sum normalised by `num_items_in_batch`: make the Trainer always count it (over shifted
         # labels) and treat the result as already scaled for gradient accumulation.
         self.model_accepts_loss_kwargs = True

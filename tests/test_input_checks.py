@@ -416,3 +416,54 @@ def test_precomputed_columns_keep_prompt_masking_with_completion_only_loss(tmp_p
     assert int((batch["labels"] != -100).sum()) == 4 * len(rows)
     expected = reference_kd_loss(student, teacher, batch, 2.0, 0.5)
     assert trainer.compute_loss(trainer.model, batch).item() == pytest.approx(expected.item(), rel=2e-6)
+
+
+def masked_vocabulary_teacher(masked_ids):
+    """A tiny teacher whose lm_head bias is -inf on `masked_ids`: its logits give those tokens probability 0."""
+    teacher = make_tiny_llama(seed=1, num_layers=3)
+    bias = torch.zeros(teacher.config.vocab_size)
+    bias[masked_ids] = -math.inf
+    teacher.lm_head.bias = torch.nn.Parameter(bias, requires_grad=False)
+    return teacher
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "jsd"])
+def test_trainer_fused_and_unfused_agree_on_a_masked_teacher_vocabulary(tmp_path, divergence):
+    from conftest import make_text_dataset
+
+    from hf_distill import KDTrainer
+
+    masked = [7, 8, 20, 33, 50]
+    teacher = masked_vocabulary_teacher(masked)
+    student = make_tiny_llama(seed=0)
+    losses, grads = [], []
+    for fused in (True, False):
+        trainer = KDTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=kd_args(tmp_path / str(fused), temperature=2.0, alpha=0.5, divergence=divergence, fused_lm_head=fused),
+            train_dataset=make_text_dataset(),
+            processing_class=make_word_tokenizer(),
+        )
+        assert trainer.use_fused_head is fused
+        batch = next(iter(trainer.get_train_dataloader()))
+        student.zero_grad()
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(student.lm_head.weight.grad.clone())
+
+    # float64 reference from plain model calls, with the masked tokens at probability exactly 0.
+    with torch.no_grad():
+        s = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()[:, :-1]
+        t = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()[:, :-1]
+    labels = batch["labels"][:, 1:]
+    valid = labels != -100
+    assert torch.isneginf(t[valid][:, masked]).all()
+    soft = masked_reference_divergence(divergence, s[valid] / 2.0, t[valid] / 2.0)
+    hard = torch.nn.functional.cross_entropy(s[valid], labels[valid], reduction="none")
+    expected = (0.5 * 4.0 * soft + 0.5 * hard).mean()
+    assert torch.isfinite(losses[0])
+    assert losses[0].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert losses[1].item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)

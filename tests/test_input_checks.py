@@ -467,3 +467,30 @@ def test_trainer_fused_and_unfused_agree_on_a_masked_teacher_vocabulary(tmp_path
     assert losses[0].item() == pytest.approx(expected.item(), rel=1e-5)
     assert losses[1].item() == pytest.approx(expected.item(), rel=1e-5)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_repeated_token_id_in_sampled_columns_is_refused(tmp_path):
+    """Sampled columns are ragged (a different number of distinct ids per position)."""
+    from test_offline_precompute import token_rows
+
+    from hf_distill.teachers.columns import SAMPLE_IDS, read_attached_metadata
+    from hf_distill.teachers.precompute import PrecomputeConfig, precompute_teacher_signal
+
+    config = PrecomputeConfig(mode="sampled", num_samples=16, batch_size=4)
+    signal = precompute_teacher_signal(
+        make_tiny_llama(seed=1), make_word_tokenizer(), token_rows(4), tmp_path, config, progress=False
+    )
+    metadata = read_attached_metadata(signal)
+    validate_columns(signal, metadata)
+    row = signal[2][SAMPLE_IDS]
+    position = next(i for i, ids in enumerate(row) if len(ids) >= 2)
+    repeated_id = row[position][0]
+
+    def repeat_first(ids):
+        ids = [list(p) for p in ids]
+        ids[position][1] = ids[position][0]
+        return ids
+
+    broken = edit_position(signal, 2, SAMPLE_IDS, repeat_first)
+    with pytest.raises(TeacherSignalError, match=f"id {repeated_id} twice at row 2, position {position}"):
+        validate_columns(broken, metadata)

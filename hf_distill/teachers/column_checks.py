@@ -76,16 +76,32 @@ def repeated_id_problem(
     in `ids`), or None."""
     if not ids.size:
         return None
-    position = np.repeat(np.arange(widths.size), widths)
-    order = np.lexsort((ids, position))
-    ids_sorted, position_sorted = ids[order], position[order]
-    repeated = (ids_sorted[1:] == ids_sorted[:-1]) & (position_sorted[1:] == position_sorted[:-1])
-    if not repeated.any():
+    found = _first_repeat(ids, widths)
+    if found is None:
         return None
-    first = int(np.flatnonzero(repeated)[0])
-    row, where = _row_and_position(int(position_sorted[first]), seq_lengths)
+    position, token = found
+    row, where = _row_and_position(position, seq_lengths)
     return (
-        f"Column {name!r} lists token id {int(ids_sorted[first])} twice at row {offset + row}, position {where}; "
+        f"Column {name!r} lists token id {token} twice at row {offset + row}, position {where}; "
         "each position must hold distinct ids (the top-k loss writes one gradient entry per id, so a repeat "
         "loses mass; a repeat also means the columns were not built from one distribution). Rebuild them."
     )
+
+
+def _first_repeat(ids: np.ndarray, widths: np.ndarray) -> tuple[int, int] | None:
+    """(flat position, token id) of the first position that holds an id twice, or None."""
+    if (widths == widths[0]).all():  # top-k: a fixed width, so sort each position's ids in its own row
+        ordered = np.sort(ids.reshape(widths.size, int(widths[0])), axis=1)
+        repeated = ordered[:, 1:] == ordered[:, :-1]
+        if not repeated.any():
+            return None
+        position = int(np.flatnonzero(repeated.any(1))[0])
+        return position, int(ordered[position, 1:][repeated[position]][0])
+    # Ragged (sampled): one sort of (position, id) packed into an int64 key.
+    span = int(ids.max()) + 1
+    keys = np.sort(np.repeat(np.arange(widths.size, dtype=np.int64), widths) * span + ids)
+    repeated = np.flatnonzero(keys[1:] == keys[:-1])
+    if not repeated.size:
+        return None
+    key = int(keys[repeated[0]])
+    return key // span, key % span

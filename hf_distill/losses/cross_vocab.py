@@ -29,8 +29,13 @@ from torch import Tensor
 
 from ..crosstok.batch import CrossTokenAlignment, TokenChain
 from .chunk_grads import StudentGradients, pop_scaled_grads
+from .settings import require_non_negative, require_positive
 from .token_kd import LogitSource, _project
 
+_NON_FINITE_TEACHER = (
+    "Teacher logits contain NaN/Inf on aligned positions; check the teacher's dtype (fp16 overflow). A masked "
+    "teacher vocabulary (logits of -inf) is not supported by the cross-tokenizer loss."
+)
 # float32 elements per (chunk x vocab) temporary.
 DEFAULT_CHUNK_ELEMENTS = 1 << 23
 
@@ -46,9 +51,10 @@ class CrossVocabLossSpec:
     chunk_size: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
-        if self.uld_weight < 0 or self.exact_weight < 0 or self.uld_weight + self.exact_weight == 0:
+        require_positive("temperature", self.temperature)
+        require_non_negative("uld_weight", self.uld_weight)
+        require_non_negative("exact_match_weight", self.exact_weight)
+        if self.uld_weight + self.exact_weight == 0:
             raise ValueError(
                 f"uld_weight and exact_weight must be >= 0 and not both 0, got {self.uld_weight}, {self.exact_weight}."
             )
@@ -229,7 +235,7 @@ class _CrossVocabLoss(torch.autograd.Function):
         s_cont = _chain_log_probs(student_rows, alignment.student_chain, num_groups, temperature, step)
         t_cont = _chain_log_probs(teacher_rows, alignment.teacher_chain, num_groups, temperature, step)
         if not torch.isfinite(t_cont).all():
-            raise ValueError("Teacher logits contain NaN/Inf on aligned positions; check the teacher's dtype.")
+            raise ValueError(_NON_FINITE_TEACHER)
 
         cont_coeff = torch.zeros(num_groups, dtype=torch.float32, device=device)
         sums = torch.zeros(2, dtype=torch.float64, device=device)
@@ -240,7 +246,7 @@ class _CrossVocabLoss(torch.autograd.Function):
             s_first, t_first = alignment.student_first_token[chunk], alignment.teacher_first_token[chunk]
             tz = teacher_rows(t_rows).div_(temperature)
             if not torch.isfinite(tz).all():
-                raise ValueError("Teacher logits contain NaN/Inf on aligned positions; check the teacher's dtype.")
+                raise ValueError(_NON_FINITE_TEACHER)
             z = student_rows(s_rows).div_(temperature)
             student_top1[chunk] = z.argmax(-1)
             s_merged, log_q = _merged_probs(z, s_first, s_cont[chunk])

@@ -8,6 +8,14 @@ before the next chunk starts, instead of keeping them alive for autograd.
 Conventions: ``s`` are student logits divided by the temperature, ``t`` the teacher's; ``log_q`` and
 ``log_p`` their log-softmax; ``q`` and ``p`` the probabilities. All divergences are >= 0 and 0 when the
 two distributions coincide.
+
+Masked vocabulary: a teacher logit of ``-inf`` means probability 0, and the divergences whose value stays
+finite there treat it so (``p log p`` is 0 at ``p = 0``): ``forward_kl``, ``jsd`` with ``beta < 1``,
+``skew_forward_kl``, ``skew_reverse_kl`` with ``skew > 0``, ``tvd`` and ``mse``. The others have no finite
+value: reverse KL (and ``jsd`` at ``beta = 1``, ``skew_reverse_kl`` at ``skew = 0``) is infinite because a
+student with finite logits gives every token some mass, and ``cosine`` compares the logits themselves. For
+those, ``handles_zero_teacher_probability`` is False and the chunked loss refuses such a teacher with an error
+that says so. NaN and ``+inf`` teacher logits are always errors.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .settings import require_in_range
 
 DIVERGENCES: tuple[str, ...] = (
     "forward_kl",
@@ -43,6 +53,27 @@ class DivergenceParams:
     skew: float = 0.1
 
 
+# Stands in for log(0) once a probability of 0 has been formed: exp() of it is exactly 0, yet p * (log p - x)
+# is 0 * finite = 0 instead of 0 * -inf = NaN, and it leaves room for the additions below without overflow.
+_LOG_ZERO = -1e30
+
+
+def handles_zero_teacher_probability(name: str, params: DivergenceParams) -> bool:
+    """Whether the divergence has a finite value when the teacher gives some tokens probability 0."""
+    if name in ("reverse_kl", "cosine"):
+        return False
+    if name == "jsd":
+        return params.beta < 1.0
+    if name == "skew_reverse_kl":
+        return params.skew > 0.0
+    return True
+
+
+def _teacher_log_probs(t: Tensor) -> Tensor:
+    """log_softmax of teacher logits with log(0) (a -inf logit) floored to `_LOG_ZERO`; NaN stays NaN."""
+    return t.log_softmax(-1).clamp_min_(_LOG_ZERO)
+
+
 @dataclass
 class RowTerms:
     """Per-row divergence values and, when requested, d(value)/d(s) for each row."""
@@ -59,7 +90,7 @@ def _through_softmax(q: Tensor, grad_q: Tensor) -> Tensor:
 def _forward_kl(s: Tensor, t: Tensor, params: DivergenceParams, need_grad: bool) -> RowTerms:
     # The most used divergence, written in place on its inputs (the caller hands them over, see
     # `divergence_rows`): with the transient of logsumexp, four (rows x vocab) buffers at most.
-    log_p = t.sub_(t.logsumexp(-1, keepdim=True))
+    log_p = t.sub_(t.logsumexp(-1, keepdim=True)).clamp_min_(_LOG_ZERO)
     p = log_p.exp()
     log_q = s.sub_(s.logsumexp(-1, keepdim=True))
     values = log_p.sub_(log_q).mul_(p).sum(-1)
@@ -81,7 +112,7 @@ def _jsd(s: Tensor, t: Tensor, params: DivergenceParams, need_grad: bool) -> Row
         return _forward_kl(s, t, params, need_grad)
     if beta == 1.0:
         return _reverse_kl(s, t, params, need_grad)
-    log_q, log_p = s.log_softmax(-1), t.log_softmax(-1)
+    log_q, log_p = s.log_softmax(-1), _teacher_log_probs(t)
     q, p = log_q.exp(), log_p.exp()
     # m = beta * p + (1 - beta) * q, formed in log space so that tiny probabilities keep their precision.
     log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
@@ -98,7 +129,7 @@ def _skew_forward_kl(s: Tensor, t: Tensor, params: DivergenceParams, need_grad: 
     lam = params.skew
     if lam == 0.0:
         return _forward_kl(s, t, params, need_grad)
-    log_q, log_p = s.log_softmax(-1), t.log_softmax(-1)
+    log_q, log_p = s.log_softmax(-1), _teacher_log_probs(t)
     q, p = log_q.exp(), log_p.exp()
     log_m = torch.logaddexp(log_p + math.log(lam), log_q + math.log1p(-lam))
     values = (p * (log_p - log_m)).sum(-1)
@@ -163,10 +194,8 @@ def check_divergence(name: str, params: DivergenceParams) -> None:
     """Raise a clear error for an unknown divergence or an out-of-range shape parameter."""
     if name not in _ROW_FUNCTIONS:
         raise ValueError(f"Unknown divergence {name!r}; choose one of {', '.join(DIVERGENCES)}.")
-    if not 0.0 <= params.beta <= 1.0:
-        raise ValueError(f"jsd beta must be in [0, 1], got {params.beta}.")
-    if not 0.0 <= params.skew < 1.0:
-        raise ValueError(f"skew must be in [0, 1), got {params.skew}.")
+    require_in_range("jsd beta", params.beta, 0.0, 1.0)
+    require_in_range("skew", params.skew, 0.0, 1.0, high_inclusive=False)
 
 
 def divergence_rows(

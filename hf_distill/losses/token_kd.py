@@ -21,6 +21,8 @@ from torch import Tensor
 
 from .chunk_grads import StudentGradients, combined_loss, pop_scaled_grads
 from .divergences import DivergenceParams, check_divergence, divergence_rows
+from .nonfinite import non_finite_loss_error
+from .settings import require_in_range, require_positive
 
 IGNORE_INDEX = -100
 # The dense and sparse losses project a chunk once (one or two buffers, 256 MB in all) and then work through
@@ -47,10 +49,8 @@ class KDLossSpec:
     with_metrics: bool = True
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}.")
+        require_positive("temperature", self.temperature)
+        require_in_range("alpha", self.alpha, 0.0, 1.0)
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or None (automatic), got {self.chunk_size}.")
         check_divergence(self.divergence, self.params)
@@ -264,13 +264,11 @@ class _ChunkedTokenKD(torch.autograd.Function):
                 grads.add(z, chunk_rows, selector)
             del z
 
-        # NaN/Inf teacher logits make the divergence non-finite; checking the sum costs one sync per batch
-        # instead of a full pass over every chunk.
+        # NaN/+inf teacher logits (or a masked vocabulary under reverse KL) make the loss non-finite; checking the
+        # sum costs one sync per batch, and only then are the teacher rows scanned to say which input is wrong.
         if not bool(torch.isfinite(stats[:2]).all()):
-            raise ValueError(
-                "The distillation loss is not finite: teacher (or student) logits contain NaN/Inf on target "
-                "positions; check the teacher's dtype (fp16 overflow) or the precomputed columns."
-            )
+            chunks = (_project(t_states, t_weight, t_bias, index, vocab) for index, _ in _row_chunks(rows, plan.rows))
+            raise non_finite_loss_error(chunks, spec.divergence, spec.params)
         ctx.grads = grads.finish()
         loss = combined_loss(stats, spec.alpha, spec.temperature)
         ctx.mark_non_differentiable(stats)

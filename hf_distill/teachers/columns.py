@@ -31,6 +31,8 @@ import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
+from .column_checks import repeated_id_problem, total_mass_problem
+
 SIGNAL_FORMAT = "hf_distill.teacher_signal.v1"
 MODES: tuple[str, ...] = ("topk", "sampled")
 TOPK_IDS, TOPK_LOGPROBS, TOPK_TAIL = "teacher_topk_ids", "teacher_topk_logprobs", "teacher_tail_mass"
@@ -88,7 +90,7 @@ class TeacherSignalMetadata:
             raise TeacherSignalError(f"top-k mode needs 1 <= k <= vocab_size ({self.vocab_size}), got k={self.k}.")
         if self.mode == "sampled" and not (self.num_samples and self.num_samples >= 1):
             raise TeacherSignalError(f"sampled mode needs num_samples >= 1, got {self.num_samples}.")
-        if not self.temperature > 0:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise TeacherSignalError(f"temperature must be > 0, got {self.temperature}.")
         if not 1 <= self.vocab_size <= MAX_VOCAB:
             raise TeacherSignalError(f"vocab_size must be in [1, {MAX_VOCAB}], got {self.vocab_size}.")
@@ -236,6 +238,25 @@ def _check_finite(name: str, values: np.ndarray, offset: int) -> None:
         raise TeacherSignalError(f"Column {name!r} holds {int(bad.sum())} NaN/Inf values (rows from {offset}).")
 
 
+def _check_positions(
+    ids: np.ndarray,
+    widths: np.ndarray,
+    values: np.ndarray,
+    per_position: np.ndarray,
+    metadata: TeacherSignalMetadata,
+    seq_lengths: np.ndarray,
+    offset: int,
+) -> None:
+    """Distinct ids at every position, and (top-k) stored probabilities plus tail mass adding up to 1."""
+    ids_name, values_name, per_position_name = metadata.batch_columns
+    problem = repeated_id_problem(ids, widths, seq_lengths, offset, ids_name)
+    if problem is None and metadata.mode == "topk":
+        names = (values_name, per_position_name)
+        problem = total_mass_problem(values, per_position, metadata.k, metadata.value_dtype, seq_lengths, offset, names)
+    if problem is not None:
+        raise TeacherSignalError(problem)
+
+
 def validate_columns(dataset: Any, metadata: TeacherSignalMetadata, batch_size: int = 1024) -> None:
     """Check every row: columns present, aligned with ``input_ids``, right shapes, ranges, finite values."""
     names = list(dataset.column_names)
@@ -296,6 +317,7 @@ def validate_columns(dataset: Any, metadata: TeacherSignalMetadata, batch_size: 
                     f"{values_name!r} must sum to num_samples={metadata.num_samples} at every position "
                     f"(rows from {offset})."
                 )
+        _check_positions(ids, id_width, values, per_position, metadata, seq, offset)
         offset += table.num_rows
 
 

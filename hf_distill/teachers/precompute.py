@@ -19,6 +19,7 @@ import torch
 from datasets import Dataset
 from torch import Tensor, nn
 
+from ..losses.settings import require_positive
 from .columns import (
     MODES,
     SAMPLE_COUNTS,
@@ -95,8 +96,7 @@ class PrecomputeConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.num_samples > 65535:
             raise ValueError("num_samples must be <= 65535 (counts are stored as uint16 at most).")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        require_positive("temperature", self.temperature)
 
 
 def build_metadata(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from ..features.layer_maps import STRATEGIES
 from ..losses.attention import HEAD_REDUCTIONS
 from ..losses.feature import HIDDEN_LOSSES
+from ..losses.settings import require_non_negative
 from .kd_config import KDConfig
 
 
@@ -85,5 +86,4 @@ class FeatureKDConfig(KDConfig):
                 f"got {self.attention_head_reduction!r}."
             )
         for name in ("hidden_loss_weight", "attention_loss_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+            require_non_negative(name, getattr(self, name))

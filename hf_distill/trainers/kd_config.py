@@ -9,6 +9,7 @@ from trl import SFTConfig
 
 from ..losses.cross_vocab import CrossVocabLossSpec
 from ..losses.divergences import DIVERGENCES
+from ..losses.settings import require_positive
 from ..losses.teacher_mixture import COMBINE_MODES, check_mixture_weights
 from ..losses.token_kd import KDLossSpec
 from .schedules import scheduled_temperature
@@ -31,7 +32,9 @@ class KDConfig(SFTConfig):
         divergence (`str`, defaults to `"forward_kl"`):
             One of `forward_kl` (KL(teacher||student)), `reverse_kl`, `jsd` (generalized, see `jsd_beta`), `tvd`,
             `skew_forward_kl`, `skew_reverse_kl` (see `skew_lambda`), `mse` (between probabilities) and
-            `cosine` (between logits).
+            `cosine` (between logits). A teacher logit of `-inf` (a masked vocabulary) is probability 0; every
+            divergence except `reverse_kl`, `jsd` with `jsd_beta=1`, `skew_reverse_kl` with `skew_lambda=0` and
+            `cosine` handles it (those have no finite value there and raise a clear error).
         temperature_schedule (`str`, defaults to `"constant"`):
             `constant`, `linear` or `cosine`: move the temperature from `temperature` to `temperature_end` over
             the training steps (soft targets early, sharper ones late).
@@ -158,7 +161,7 @@ class KDConfig(SFTConfig):
         self.loss_spec()
         scheduled_temperature(self.temperature_schedule, self.temperature, self.temperature_end, 0, 1)
         if self.temperature_end is not None:
-            self.loss_spec(temperature=self.temperature_end)
+            require_positive("temperature_end", self.temperature_end)
         if self.teacher_micro_batch_size is not None and self.teacher_micro_batch_size < 1:
             raise ValueError(f"teacher_micro_batch_size must be >= 1, got {self.teacher_micro_batch_size}.")
         if self.cross_tokenizer:

@@ -34,6 +34,7 @@ from ..teachers.sources import (
 from ..teachers.sources.precomputed import keep_signal_columns
 from .config_conversion import as_config
 from .forward_redirect import call_inside_forward
+from .input_checks import check_after_sft_init, check_before_sft_init
 from .kd_config import KDConfig
 from .schedules import scheduled_temperature
 from .step_sums import StepSums
@@ -105,6 +106,7 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
     ) -> None:
         args = as_config(self.config_class, args, model, self.config_suffix)
         self.loss_spec = args.loss_spec()
+        check_before_sft_init(model, args, train_dataset, processing_class)
         # Which teacher, and whether it can serve this trainer with these settings: decided before SFT prepares
         # (and possibly packs) the datasets, so a mismatch is refused at once.
         request = TeacherRequest(
@@ -121,6 +123,7 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
             processing_class=processing_class,
             **sft_kwargs,
         )
+        check_after_sft_init(self.train_dataset, train_dataset)
         # Our loss is a sum normalised by `num_items_in_batch`: make the Trainer always count it (over shifted
         # labels) and treat the result as already scaled for gradient accumulation.
         self.model_accepts_loss_kwargs = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..losses.settings import require_in_range
 from .kd_config import KDConfig
 
 
@@ -44,8 +45,7 @@ class SeqKDConfig(KDConfig):
             raise ValueError("SeqKDConfig trains on completion tokens only; completion_only_loss cannot be False.")
         self.completion_only_loss = True
         super().__post_init__()
-        if not 0.0 <= self.beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {self.beta}.")
+        require_in_range("beta", self.beta, 0.0, 1.0)
         if self.beta < 1.0 and not self.ground_truth_column:
             raise ValueError(
                 f"beta={self.beta} mixes in ground-truth targets; set ground_truth_column to the column holding them."

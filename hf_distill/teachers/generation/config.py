@@ -6,6 +6,7 @@ the run's metadata, and a rerun with different settings into the same directory 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -98,8 +99,8 @@ class TeacherGenerationConfig:
             raise ValueError(
                 f"beam search returns at most num_beams={self.num_beams} candidates, got num_samples={self.num_samples}"
             )
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:

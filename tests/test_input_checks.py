@@ -410,7 +410,7 @@ def test_precomputed_columns_keep_prompt_masking_with_completion_only_loss(tmp_p
         train_dataset=signal,
         processing_class=make_word_tokenizer(),
     )
-    assert trainer.offline_signal is not None
+    assert trainer.teacher_source.kind == "precomputed"
     assert trainer.train_dataset[0]["labels"] == [-100] * 5 + rows[0]["input_ids"][5:]
     batch = next(iter(trainer.get_train_dataloader()))
     assert int((batch["labels"] != -100).sum()) == 4 * len(rows)

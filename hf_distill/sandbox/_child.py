@@ -1,0 +1,171 @@
+"""The harness that runs inside the sandbox: limits, exit interception, then the program and its tests.
+
+This file is never imported by hf_distill. Its source is handed to ``python -I -S -c`` in the child, so it
+may use the standard library only. The verdict is the child's exit status, read by the parent: the program
+has no report channel to write to, and the status that means "passed" is a random number the parent picks
+per run. The program's own ways to end the process early (``sys.exit``, ``os._exit``, ``exec*``) are
+intercepted and reported as an early exit, never as a pass.
+"""
+
+import builtins
+import json
+import os
+import sys
+import traceback
+
+FAILED, MEMORY, EXITED_EARLY, BLOCKED = 10, 11, 12, 13
+NOTICE = "hf_distill-sandbox: "
+
+# The interpreter's own callables, bound before the program can replace the builtins.
+_exec, _compile, _print_exception = exec, compile, traceback.print_exception
+
+
+class SandboxViolation(BaseException):
+    """Raised by a blocked call; a BaseException so that ``except Exception`` in the program cannot hide it."""
+
+
+class _Intercepted(BaseException):
+    """Raised instead of ending the process when the program calls ``os._exit`` or ``exec*``."""
+
+
+_events = []  # what the program tried: ("exit", text) or ("blocked", text)
+
+
+def _notice(text):
+    try:
+        sys.stderr.write("\n" + NOTICE + text + "\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def _apply_limits(config):
+    import resource
+
+    limits = (
+        (resource.RLIMIT_AS, config["memory_bytes"]),
+        (resource.RLIMIT_CPU, config["cpu_seconds"]),
+        (resource.RLIMIT_FSIZE, config["file_bytes"]),
+        (resource.RLIMIT_NPROC, config["max_processes"]),
+        (resource.RLIMIT_NOFILE, 256),
+        (resource.RLIMIT_CORE, 0),
+    )
+    for kind, value in limits:
+        if value >= 0:
+            try:
+                resource.setrlimit(kind, (value, value))
+            except (ValueError, OSError):
+                pass
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with OSError instead of killing us
+
+
+def _drop_privileges(uid):
+    """Become an unprivileged user: root ignores RLIMIT_NPROC and can read any root-owned file."""
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        raise RuntimeError("could not drop privileges")
+
+
+def _seal_builtin_modules():
+    """Import every built-in module now, then make creating fresh copies impossible.
+
+    A fresh ``posix`` (``del sys.modules['posix']; import posix``) would bring back the original
+    ``_exit``. Refusing ``_imp.create_builtin`` without keeping a reference to it leaves nothing to recover.
+    """
+    for name in sys.builtin_module_names:
+        if name not in sys.modules:
+            try:
+                __import__(name)
+            except ImportError:
+                pass
+    import _imp
+
+    def create_builtin(spec):
+        raise ImportError("built-in module " + repr(getattr(spec, "name", spec)) + " cannot be re-created")
+
+    _imp.create_builtin = create_builtin
+
+
+def _replace(module_names, function_names, make):
+    for module_name in module_names:
+        module = sys.modules.get(module_name)
+        for name in function_names:
+            if module is not None and hasattr(module, name):
+                setattr(module, name, make(module_name + "." + name, getattr(module, name)))
+
+
+_EXITS = ("_exit", "execv", "execve", "execl", "execle", "execlp", "execlpe", "execvp", "execvpe", "fexecve")
+
+
+def _intercept_exits():
+    def make(name, original):
+        def intercepted(*args, **kwargs):
+            _events.append(("exit", name))
+            raise _Intercepted(name)
+
+        return intercepted
+
+    _replace(("os", "posix"), _EXITS, make)
+
+
+def _run(program_code, test_code):
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
+    try:
+        _exec(program_code, namespace)
+        _exec(test_code, namespace)
+    except MemoryError:
+        _notice("MemoryError: the program exceeded the sandbox memory limit")
+        return MEMORY
+    except (SystemExit, _Intercepted) as exc:
+        _events.append(("exit", type(exc).__name__ + "(" + repr(exc.args[0] if exc.args else None) + ")"))
+    except SandboxViolation:
+        pass  # already recorded
+    except BaseException as exc:
+        _print_exception(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None)
+        if not _events:
+            return FAILED
+    for kind, text in _events:
+        if kind == "blocked":
+            _notice("blocked call: " + text)
+            return BLOCKED
+    for kind, text in _events:
+        _notice("the program ended the process (" + text + ") before its checks finished")
+        return EXITED_EARLY
+    return None
+
+
+def main():
+    config = json.loads(sys.stdin.readline())
+    sys.stdin.close()
+    pass_code = config.pop("pass_code")
+    _apply_limits(config)
+    if config["drop_to_uid"] >= 0:
+        _drop_privileges(config["drop_to_uid"])
+    codes = []
+    for name in ("program.py", "tests.py"):
+        with open(name, encoding="utf-8") as handle:
+            source = handle.read()
+        try:  # compiled separately: an unterminated string in the program cannot swallow the tests
+            codes.append(_compile(source, name, "exec", dont_inherit=True, optimize=0))
+        except (SyntaxError, ValueError) as exc:
+            _print_exception(type(exc), exc, None)
+            return FAILED
+    _seal_builtin_modules()
+    _intercept_exits()
+    if config["guard"]:
+        _exec(config["guard_source"], {"__name__": "hf_distill_guard", "_events": _events, "SandboxViolation": SandboxViolation})
+    status = _run(*codes)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    return pass_code if status is None else status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

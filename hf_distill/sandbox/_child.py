@@ -132,7 +132,7 @@ def _run(program_code, test_code):
         if kind == "blocked":
             _notice("blocked call: " + text)
             return BLOCKED
-    for kind, text in _events:
+    for _kind, text in _events:
         _notice("the program ended the process (" + text + ") before its checks finished")
         return EXITED_EARLY
     return None
@@ -157,7 +157,8 @@ def main():
     _seal_builtin_modules()
     _intercept_exits()
     if config["guard"]:
-        _exec(config["guard_source"], {"__name__": "hf_distill_guard", "_events": _events, "SandboxViolation": SandboxViolation})
+        guard_globals = {"__name__": "hf_distill_guard", "_events": _events, "SandboxViolation": SandboxViolation}
+        _exec(config["guard_source"], guard_globals)
     status = _run(*codes)
     for stream in (sys.stdout, sys.stderr):
         try:

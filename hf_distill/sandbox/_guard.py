@@ -7,14 +7,13 @@ introspects the guard's own closures or uses C-level types it finds on existing 
 around it. docs/evaluation.md lists what it stops and what it does not.
 """
 
+import _imp
+import _io
 import builtins
 import io
 import os
-import sys
-
-import _imp
-import _io
 import posix
+import sys
 
 _realpath = os.path.realpath
 _WORKDIR = _realpath(os.getcwd())

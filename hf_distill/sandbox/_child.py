@@ -155,6 +155,10 @@ def main():
             _print_exception(type(exc), exc, None)
             return FAILED
     _seal_builtin_modules()
+    policy = {"__name__": "hf_distill_policy"}
+    _exec(config["policy_source"], policy)
+    policy["install_policy"](config["guard"], os.path.realpath(os.getcwd()), BLOCKED)
+    del policy
     _intercept_exits()
     if config["guard"]:
         guard_globals = {"__name__": "hf_distill_guard", "_events": _events, "SandboxViolation": SandboxViolation}

@@ -215,7 +215,6 @@ _BLOCKED_CALLS = (
     "setregid",
     "setresuid",
     "setresgid",
-    "register_at_fork",
     "pidfd_open",
 )
 

@@ -93,6 +93,18 @@ def _system_dir_args() -> list[str]:
     return args
 
 
+def _world_readable_parents(path: str) -> list[str]:
+    """bwrap creates missing mount points as 0700; the unprivileged user needs to traverse them."""
+    args, parent = [], os.path.dirname(path)
+    parents = []
+    while parent not in ("/", ""):
+        parents.insert(0, parent)
+        parent = os.path.dirname(parent)
+    for directory in parents:
+        args += ["--perms", "0755", "--dir", directory]
+    return args
+
+
 def bubblewrap_argv(bwrap: str, workdir: str, python: str, *, privileged: bool, tmp_mb: int) -> list[str]:
     """The bwrap command (without the command to run) for a sandbox whose work directory is ``workdir``.
 
@@ -102,7 +114,7 @@ def bubblewrap_argv(bwrap: str, workdir: str, python: str, *, privileged: bool, 
     """
     args = [bwrap, *_system_dir_args()]
     for root in python_roots(python):
-        args += ["--ro-bind", root, root]
+        args += _world_readable_parents(root) + ["--ro-bind", root, root]
     if os.path.exists("/etc/ld.so.cache"):
         args += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     for path in masked_files():

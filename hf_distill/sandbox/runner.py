@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 ISOLATION_CHOICES = ("auto", *ISOLATION_LEVELS)
 _CHILD_SOURCE = Path(_child.__file__).read_text(encoding="utf-8")
 _GUARD_SOURCE = (Path(_child.__file__).parent / "_guard.py").read_text(encoding="utf-8")
+_POLICY_SOURCE = (Path(_child.__file__).parent / "_policy.py").read_text(encoding="utf-8")
 _RUN_MARKER_VAR = "HF_DISTILL_SANDBOX_RUN"
 _KILL_DEADLINE_S = 10.0
 _warned = threading.Event()
@@ -133,6 +134,7 @@ def _execute(
             "drop_to_uid": UNPRIVILEGED_UID if privileged else -1,
             "guard": level == "guard",
             "guard_source": _GUARD_SOURCE if level == "guard" else "",
+            "policy_source": _POLICY_SOURCE,
         }
         python = base_interpreter()
         command = [python, "-I", "-S", "-c", _CHILD_SOURCE]

@@ -8,6 +8,7 @@ no pipe can be held open by a leftover process, and every wait has a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -23,6 +24,7 @@ from . import _child
 from .bubblewrap import CHILD_ENV, UNPRIVILEGED_UID, base_interpreter, bubblewrap_argv, find_bwrap
 from .opt_in import require_code_execution_opt_in
 from .result import ISOLATION_LEVELS, SandboxResult
+from .seccomp import seccomp_filter
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +120,10 @@ def _execute(
     pass_code = 64 + secrets.randbelow(50)  # never one of the harness's own statuses (10-13) nor Python's (1, 2, 120)
     privileged = level == "bubblewrap" and os.geteuid() == 0
     run_marker = secrets.token_hex(16)
-    with tempfile.TemporaryDirectory(prefix="hf_distill_sandbox_") as root:
+    with (
+        tempfile.TemporaryDirectory(prefix="hf_distill_sandbox_", ignore_cleanup_errors=True) as root,
+        contextlib.ExitStack() as stack,
+    ):
         workdir = os.path.join(root, "work")
         os.mkdir(workdir)
         for name, text in (("program.py", program), ("tests.py", test_code)):
@@ -138,19 +143,35 @@ def _execute(
         }
         python = base_interpreter()
         command = [python, "-I", "-S", "-c", _CHILD_SOURCE]
+        pass_fds: tuple[int, ...] = ()
         if level == "bubblewrap":
             bwrap = find_bwrap() or "bwrap"
             argv = bubblewrap_argv(bwrap, workdir, python, privileged=privileged, tmp_mb=max(64, max_file_mb))
+            program_filter = seccomp_filter()
+            if program_filter is not None:
+                filter_file = stack.enter_context(open(os.path.join(root, "seccomp.bpf"), "w+b"))
+                filter_file.write(program_filter)
+                filter_file.flush()
+                filter_file.seek(0)
+                pass_fds = (filter_file.fileno(),)
+                argv += ["--seccomp", str(filter_file.fileno())]
             argv, cwd, env = argv + command, root, {}
         else:
             argv, cwd = command, workdir
             env = {**CHILD_ENV, "HOME": workdir, "TMPDIR": workdir, _RUN_MARKER_VAR: run_marker}
-        stdout_path, stderr_path = os.path.join(root, "stdout"), os.path.join(root, "stderr")
         timed_out = False
-        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+        # Outputs are read back through these handles, never reopened by name (the name could be replaced).
+        with open(os.path.join(root, "stdout"), "w+b") as out, open(os.path.join(root, "stderr"), "w+b") as err:
             try:
                 proc = subprocess.Popen(
-                    argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=out, stderr=err, start_new_session=True
+                    argv,
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=out,
+                    stderr=err,
+                    pass_fds=pass_fds,
+                    start_new_session=True,
                 )
             except OSError as exc:
                 return SandboxResult(
@@ -168,10 +189,10 @@ def _execute(
                     timed_out = True
             finally:
                 _end_process_tree(proc, run_marker if level == "guard" else None)
-        duration = time.monotonic() - started
-        stdout = _read_capped(stdout_path, max_output_chars)
-        stderr = _read_capped(stderr_path, max_output_chars)
-    status, detail = _verdict(proc.returncode, pass_code, timed_out, timeout, stderr)
+            duration = time.monotonic() - started
+            stdout, stderr = _read_capped(out, max_output_chars), _read_capped(err, max_output_chars)
+            stderr_tail = _read_tail(err, 8000)
+    status, detail = _verdict(proc.returncode, pass_code, timed_out, timeout, stderr_tail)
     return SandboxResult(status == "passed", status, detail, duration, stdout, stderr, isolation=level)
 
 
@@ -220,13 +241,17 @@ def _kill_marked_processes(marker: bytes) -> int:
     return killed
 
 
-def _read_capped(path: str, max_chars: int) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            text = handle.read(max_chars + 1)
-    except OSError:
-        return ""
+def _read_capped(handle, max_chars: int) -> str:
+    handle.seek(0)
+    text = handle.read(4 * max_chars + 4).decode("utf-8", "replace")[: max_chars + 1]
     return text if len(text) <= max_chars else text[:max_chars] + "\n[... output truncated]"
+
+
+def _read_tail(handle, max_chars: int) -> str:
+    """The end of a stream, where the traceback or the sandbox's notice is (the program may flood the start)."""
+    size = handle.seek(0, os.SEEK_END)
+    handle.seek(max(0, size - 4 * max_chars))
+    return handle.read().decode("utf-8", "replace")[-max_chars:]
 
 
 def _last_notice(stderr: str) -> str:

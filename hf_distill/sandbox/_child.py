@@ -15,6 +15,7 @@ import traceback
 
 FAILED, MEMORY, EXITED_EARLY, BLOCKED = 10, 11, 12, 13
 NOTICE = "hf_distill-sandbox: "
+BLOCKED_EVENT = "hf_distill.sandbox.blocked"  # raised with a description; the policy ends the process
 
 # The interpreter's own callables, bound before the program can replace the builtins.
 _exec, _compile, _print_exception = exec, compile, traceback.print_exception
@@ -84,8 +85,12 @@ def _seal_builtin_modules():
                 pass
     import _imp
 
+    audit = sys.audit
+
     def create_builtin(spec):
-        raise ImportError("built-in module " + repr(getattr(spec, "name", spec)) + " cannot be re-created")
+        text = "re-creating the built-in module " + repr(getattr(spec, "name", spec))
+        audit(BLOCKED_EVENT, text)  # the policy ends the process here
+        raise ImportError(text + " is disabled in the sandbox")
 
     _imp.create_builtin = create_builtin
 

@@ -60,8 +60,12 @@ BLOCKED_MODULES = frozenset(
 )
 
 
+_audit = sys.audit
+
+
 def _violation(text):
     _record(("blocked", text))
+    _audit("hf_distill.sandbox.blocked", text)  # the policy ends the process here
     raise _Violation(text)
 
 

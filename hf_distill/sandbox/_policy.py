@@ -4,8 +4,9 @@ Executed by the harness (``_child.py``) with ``install_policy(guard, workdir, bl
 after. CPython raises an audit event inside the C implementation of process creation, signals, sockets,
 ctypes, tracing and file access, so the policy sees these calls even when the program digs out original
 functions. A hook cannot be removed once added; this one holds its few references in a closure that
-nothing else points to (``gc`` introspection is among the refused events). On a refused event it writes one
-line to stderr and ends the process at once with the "blocked" status, so catching the error changes nothing.
+nothing else points to (``gc`` introspection is among the refused events). On a refused event (or the
+harness's own ``hf_distill.sandbox.blocked`` event, raised by the guard's checks) it writes one line to
+stderr and ends the process at once with the "blocked" status, so catching the error changes nothing.
 
 Rules for every level: no process creation, no signals, no sockets, no ctypes, no tracing or profiling
 (which could skip a test's assertions), no sub-interpreters, no ``gc`` object introspection. The guard level
@@ -144,6 +145,8 @@ def install_policy(guard, workdir, blocked_status):
         check_path("open", path, writing)
 
     def hook(event, args):
+        if event == "hf_distill.sandbox.blocked":
+            refuse(str(args[0]) if args else event)
         if event in always or event.startswith(prefixes):
             refuse(event)
         if not guard:

@@ -203,12 +203,20 @@ def _child_config_line(config: dict) -> bytes:
 
 
 def _end_process_tree(proc: subprocess.Popen, run_marker: str | None) -> None:
-    """Kill the child's process group (under bubblewrap that ends its PID namespace) and, for the guard,
-    every process that still carries this run's marker in its environment (a child that left the group)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    """Kill everything the run started, and return only once it is gone.
+
+    Under bubblewrap the child of ``proc`` is PID 1 of the sandbox's PID namespace: killing it makes the
+    kernel kill every process in the namespace, and bwrap exits only after that, so waiting on ``proc``
+    waits for the whole tree. For the guard, every process that still carries this run's marker in its
+    environment (one that left the process group) is killed as well.
+    """
+    children = _children_of(proc.pid) if proc.poll() is None else []
+    for pid in children:
+        _kill(pid)
+    if children:  # bwrap exits once its PID 1 is reaped, which the kernel allows only when the namespace is empty
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=_KILL_DEADLINE_S)
+    _kill(-proc.pid)
     try:
         proc.wait(timeout=_KILL_DEADLINE_S)
     except subprocess.TimeoutExpired:
@@ -218,6 +226,27 @@ def _end_process_tree(proc: subprocess.Popen, run_marker: str | None) -> None:
         for _ in range(5):
             if not _kill_marked_processes(f"{_RUN_MARKER_VAR}={run_marker}".encode()):
                 break
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _children_of(parent: int) -> list[int]:
+    children = []
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as handle:
+                    fields = handle.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if len(fields) > 1 and int(fields[1]) == parent:
+                children.append(int(name))
+    return children
 
 
 def _kill_marked_processes(marker: bytes) -> int:

@@ -8,7 +8,7 @@ nothing else points to (``gc`` introspection is among the refused events). On a 
 harness's own ``hf_distill.sandbox.blocked`` event, raised by the guard's checks) it writes one line to
 stderr and ends the process at once with the "blocked" status, so catching the error changes nothing.
 
-Rules for every level: no process creation, no signals, no sockets, no ctypes, no tracing or profiling
+Rules for every level: no process creation, no signals, no sockets, no ctypes (nor cffi, test modules), no tracing or profiling
 (which could skip a test's assertions), no sub-interpreters, no ``gc`` object introspection. The guard level
 adds the file rules: nothing under ``/proc``, no writes and no directory handles outside the work directory.
 """
@@ -38,6 +38,10 @@ _ALWAYS_REFUSED = frozenset(
         "sqlite3.connect",
         "sqlite3.enable_load_extension",
     }
+)
+# Modules whose only purpose here would be raw C calls (under bubblewrap their files are hidden as well).
+_REFUSED_IMPORTS = frozenset(
+    {"ctypes", "_ctypes", "cffi", "_cffi_backend", "_testcapi", "_testinternalcapi", "_xxsubinterpreters"}
 )
 _REFUSED_PREFIXES = ("socket.", "ctypes.", "_ctypes.", "winreg.", "msvcrt.")
 # Path events of the guard level: (indices of path arguments, indices of dir_fd arguments).
@@ -72,6 +76,7 @@ def install_policy(guard, workdir, blocked_status):
 
     exit_now, write, lstat, readlink, getcwd = posix._exit, posix.write, posix.lstat, posix.readlink, posix.getcwd
     always, prefixes, path_events, write_flags = _ALWAYS_REFUSED, _REFUSED_PREFIXES, _PATH_EVENTS, _WRITE_FLAGS
+    refused_imports = _REFUSED_IMPORTS
     proc_root = "/proc"
 
     def refuse(text):
@@ -149,6 +154,8 @@ def install_policy(guard, workdir, blocked_status):
             refuse(str(args[0]) if args else event)
         if event in always or event.startswith(prefixes):
             refuse(event)
+        if event == "import" and args and str(args[0]).partition(".")[0] in refused_imports:
+            refuse("import of " + str(args[0]))
         if not guard:
             return
         if event == "open":

@@ -8,8 +8,9 @@ nothing else points to (``gc`` introspection is among the refused events). On a 
 harness's own ``hf_distill.sandbox.blocked`` event, raised by the guard's checks) it writes one line to
 stderr and ends the process at once with the "blocked" status, so catching the error changes nothing.
 
-Rules for every level: no process creation, no signals, no sockets, no ctypes (nor cffi, test modules), no tracing or profiling
-(which could skip a test's assertions), no sub-interpreters, no ``gc`` object introspection. The guard level
+Rules for every level: no process creation, no signals, no sockets, no ctypes (nor cffi or the C test
+modules), no tracing or profiling (which could skip a test's assertions), no sub-interpreters, no ``gc``
+object introspection. The guard level
 adds the file rules: nothing under ``/proc``, no writes and no directory handles outside the work directory.
 """
 

@@ -8,17 +8,26 @@ intercepted and reported as an early exit, never as a pass.
 """
 
 import builtins
-import json
+import marshal
 import os
 import sys
-import traceback
 
 FAILED, MEMORY, EXITED_EARLY, BLOCKED = 10, 11, 12, 13
 NOTICE = "hf_distill-sandbox: "
 BLOCKED_EVENT = "hf_distill.sandbox.blocked"  # raised with a description; the policy ends the process
 
 # The interpreter's own callables, bound before the program can replace the builtins.
-_exec, _compile, _print_exception = exec, compile, traceback.print_exception
+_exec, _compile = exec, compile
+
+
+def _print_exception(error, skip_frames):
+    """Print a traceback (imported only on failure: it costs more than a passing run's whole harness)."""
+    import traceback
+
+    trace = error.__traceback__
+    for _ in range(skip_frames):
+        trace = trace.tb_next if trace is not None else None
+    traceback.print_exception(type(error), error, trace)
 
 
 class SandboxViolation(BaseException):
@@ -57,9 +66,9 @@ def _apply_limits(config):
                 resource.setrlimit(kind, (value, value))
             except (ValueError, OSError):
                 pass
-    import signal
+    import _signal  # not `signal`: its enum import costs more than the rest of the harness
 
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with OSError instead of killing us
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)  # oversized writes fail with OSError instead of killing us
 
 
 def _drop_privileges(uid):
@@ -130,7 +139,7 @@ def _run(program_code, test_code):
     except SandboxViolation:
         pass  # already recorded
     except BaseException as exc:
-        _print_exception(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None)
+        _print_exception(exc, 1)
         if not _events:
             return FAILED
     for kind, text in _events:
@@ -144,7 +153,7 @@ def _run(program_code, test_code):
 
 
 def main():
-    config = json.loads(sys.stdin.readline())
+    config = marshal.loads(sys.stdin.buffer.read())  # marshal: built in, so nothing to import
     sys.stdin.close()
     pass_code = config.pop("pass_code")
     _apply_limits(config)
@@ -157,7 +166,7 @@ def main():
         try:  # compiled separately: an unterminated string in the program cannot swallow the tests
             codes.append(_compile(source, name, "exec", dont_inherit=True, optimize=0))
         except (SyntaxError, ValueError) as exc:
-            _print_exception(type(exc), exc, None)
+            _print_exception(exc, 99)
             return FAILED
     _seal_builtin_modules()
     policy = {"__name__": "hf_distill_policy"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import marshal
 import os
 import secrets
 import signal
@@ -197,9 +198,7 @@ def _execute(
 
 
 def _child_config_line(config: dict) -> bytes:
-    import json
-
-    return (json.dumps(config) + "\n").encode("utf-8")
+    return marshal.dumps(config)
 
 
 def _end_process_tree(proc: subprocess.Popen, run_marker: str | None) -> None:

@@ -72,6 +72,16 @@ FORGERIES = {
     "replaced exec builtin": "import builtins\nbuiltins.exec = lambda *args, **kwargs: None\n",
     "atexit handler": "import atexit, os\natexit.register(os._exit, CODE)\n",
     "unterminated string swallowing the tests": 'x = """\n',
+    "rebound harness statuses": "harness = sys.modules['__main__']\n"
+    "for name in ('FAILED', 'MEMORY', 'EXITED_EARLY', 'BLOCKED'):\n    setattr(harness, name, CODE)\n",
+    "rebound harness helpers": "harness = sys.modules['__main__']\n"
+    "harness._exec = lambda *args, **kwargs: None\nharness._events = []\n",
+    "replaced SystemExit": "import builtins\nreal = SystemExit\nbuiltins.SystemExit = lambda code=None: real(CODE)\n",
+    "fake traceback module": "import types\nfake = types.ModuleType('traceback')\n"
+    "def print_exception(*args, **kwargs):\n    raise SystemExit(CODE)\n"
+    "fake.print_exception = print_exception\nsys.modules['traceback'] = fake\n",
+    "stderr that exits": "class Exiting:\n    def write(self, text):\n        raise SystemExit(CODE)\n"
+    "    def flush(self):\n        raise SystemExit(CODE)\nsys.stderr = sys.stdout = Exiting()\n",
 }
 
 

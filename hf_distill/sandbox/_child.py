@@ -31,7 +31,7 @@ def _print_exception(error, skip_frames):
 
 
 class SandboxViolation(BaseException):
-    """Raised by a blocked call; a BaseException so that ``except Exception`` in the program cannot hide it."""
+    """Raised by the guard's blocked calls if the policy did not end the process first."""
 
 
 class _Intercepted(BaseException):
@@ -127,32 +127,34 @@ def _intercept_exits():
 
 
 def _run(program_code, test_code):
+    """Run the program, then its tests; None when the tests ran to their end, else the failure status.
+
+    Everything this decides with is bound in locals before the program starts, and the statuses are
+    literals: the program can rebind this module's globals and the builtins, but not a running frame's locals.
+    """
+    run, intercepted, memory_error, system_exit = exec, _Intercepted, MemoryError, SystemExit
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     try:
-        _exec(program_code, namespace)
-        _exec(test_code, namespace)
-    except MemoryError:
+        run(program_code, namespace)
+        run(test_code, namespace)
+    except memory_error:
         _notice("MemoryError: the program exceeded the sandbox memory limit")
-        return MEMORY
-    except (SystemExit, _Intercepted) as exc:
-        _events.append(("exit", type(exc).__name__ + "(" + repr(exc.args[0] if exc.args else None) + ")"))
-    except SandboxViolation:
-        pass  # already recorded
+        return 11  # MEMORY
+    except (system_exit, intercepted) as exc:
+        _notice("the program ended the process (" + type(exc).__name__ + ") before its checks finished")
+        return 12  # EXITED_EARLY
     except BaseException as exc:
         _print_exception(exc, 1)
-        if not _events:
-            return FAILED
-    for kind, text in _events:
-        if kind == "blocked":
-            _notice("blocked call: " + text)
-            return BLOCKED
-    for _kind, text in _events:
-        _notice("the program ended the process (" + text + ") before its checks finished")
-        return EXITED_EARLY
+        return 10  # FAILED
+    if _events:
+        _notice("the program ended the process (" + str(_events[0][1]) + ") before its checks finished")
+        return 12  # EXITED_EARLY: it caught the interception and went on
     return None
 
 
 def main():
+    # Locals bound before the program runs: the end of this function cannot be redirected by it.
+    end_process, catch_all = SystemExit, BaseException
     config = marshal.loads(sys.stdin.buffer.read())  # marshal: built in, so nothing to import
     sys.stdin.close()
     pass_code = config.pop("pass_code")
@@ -167,7 +169,7 @@ def main():
             codes.append(_compile(source, name, "exec", dont_inherit=True, optimize=0))
         except (SyntaxError, ValueError) as exc:
             _print_exception(exc, 99)
-            return FAILED
+            raise end_process(FAILED) from None
     _seal_builtin_modules()
     policy = {"__name__": "hf_distill_policy"}
     _exec(config["policy_source"], policy)
@@ -177,14 +179,18 @@ def main():
     if config["guard"]:
         guard_globals = {"__name__": "hf_distill_guard", "_events": _events, "SandboxViolation": SandboxViolation}
         _exec(config["guard_source"], guard_globals)
-    status = _run(*codes)
+    status = 10  # FAILED unless _run returns normally
+    try:
+        status = _run(*codes)
+    except catch_all:
+        pass
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:
+        except catch_all:
             pass
-    return pass_code if status is None else status
+    raise end_process(pass_code if status is None else status)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -4,8 +4,9 @@
 
 Runs the first ``--problems`` HumanEval canonical solutions with their tests, one at a time (no
 concurrency, so the numbers are latency per program), under: a bare ``python -I -S`` subprocess (no
-isolation at all: the floor any process-based runner pays), the in-process guard, and bubblewrap. Prints
-the median milliseconds per program over the rounds, the overhead over the bare run, and the ratios.
+isolation at all: the floor any process-based runner pays), the in-process guard, and bubblewrap. The
+runners take turns program by program (in a rotating order), so a shared, noisy machine slows them alike;
+the overhead is the median over programs and rounds of the paired difference to the bare run.
 """
 
 from __future__ import annotations
@@ -41,15 +42,21 @@ def sandboxed(level: str) -> Callable[[str, str], bool]:
     return run
 
 
-def ms_per_program(runner: Callable[[str, str], bool], jobs: list[tuple[str, str]], rounds: int) -> float:
-    timings = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        passed = [runner(program, test_code) for program, test_code in jobs]
-        timings.append((time.perf_counter() - started) * 1000 / len(jobs))
-        if not all(passed):
-            raise SystemExit("a canonical solution failed: the benchmark would not measure honest programs")
-    return statistics.median(timings)
+def paired_timings(
+    runners: dict[str, Callable[[str, str], bool]], jobs: list[tuple[str, str]], rounds: int
+) -> dict[str, list[float]]:
+    """Milliseconds per (round, program) for each runner, the runners interleaved program by program."""
+    timings: dict[str, list[float]] = {name: [] for name in runners}
+    names = list(runners)
+    for round_index in range(rounds):
+        for job_index, (program, test_code) in enumerate(jobs):
+            shift = (round_index + job_index) % len(names)
+            for name in names[shift:] + names[:shift]:
+                started = time.perf_counter()
+                if not runners[name](program, test_code):
+                    raise SystemExit(f"{name}: a canonical solution failed; the benchmark measures honest programs")
+                timings[name].append((time.perf_counter() - started) * 1000)
+    return timings
 
 
 def main() -> None:
@@ -66,13 +73,16 @@ def main() -> None:
     else:
         print(f"bubblewrap skipped: {problem}")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {len(jobs)} HumanEval programs x {args.rounds}")
-    results = {name: ms_per_program(runner, jobs, args.rounds) for name, runner in runners.items()}
-    floor = results["bare interpreter"]
-    print(f"{'runner':<18} {'ms/program':>11} {'overhead ms':>12} {'x bare':>7}")
-    for name, value in results.items():
-        print(f"{name:<18} {value:>11.1f} {value - floor:>12.1f} {value / floor:>7.2f}")
-    if "bubblewrap" in results:
-        print(f"bubblewrap / guard: {results['bubblewrap'] / results['guard']:.2f}")
+    timings = paired_timings(runners, jobs, args.rounds)
+    floor = timings["bare interpreter"]
+    print(f"{'runner':<18} {'median ms':>10} {'overhead ms (paired median)':>28} {'x bare':>7}")
+    for name, values in timings.items():
+        overhead = statistics.median(value - bare for value, bare in zip(values, floor))
+        ratio = statistics.median(values) / statistics.median(floor)
+        print(f"{name:<18} {statistics.median(values):>10.1f} {overhead:>28.1f} {ratio:>7.2f}")
+    if "bubblewrap" in timings:
+        extra = statistics.median(b - g for b, g in zip(timings["bubblewrap"], timings["guard"]))
+        print(f"bubblewrap - guard (paired median): {extra:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import marshal
 import os
 import secrets
+import select
 import signal
 import subprocess
 import tempfile
@@ -145,6 +147,7 @@ def _execute(
         python = base_interpreter()
         command = [python, "-I", "-S", "-c", _CHILD_SOURCE]
         pass_fds: tuple[int, ...] = ()
+        info_read = info_write = -1
         if level == "bubblewrap":
             bwrap = find_bwrap() or "bwrap"
             argv = bubblewrap_argv(bwrap, workdir, python, privileged=privileged, tmp_mb=max(64, max_file_mb))
@@ -156,6 +159,10 @@ def _execute(
                 filter_file.seek(0)
                 pass_fds = (filter_file.fileno(),)
                 argv += ["--seccomp", str(filter_file.fileno())]
+            info_read, info_write = os.pipe()  # bwrap reports its PID 1 here; the sandbox never holds this fd
+            stack.callback(os.close, info_read)
+            pass_fds += (info_write,)
+            argv += ["--info-fd", str(info_write)]
             argv, cwd, env = argv + command, root, {}
         else:
             argv, cwd = command, workdir
@@ -178,18 +185,24 @@ def _execute(
                 return SandboxResult(
                     False, "error", f"could not start the sandbox: {exc}", time.monotonic() - started, isolation=level
                 )
+            finally:
+                if info_write >= 0:
+                    os.close(info_write)
+            init_pidfd = None
             try:
                 try:
                     proc.stdin.write(_child_config_line(config))
                     proc.stdin.close()
                 except (BrokenPipeError, OSError):
                     pass
+                if info_read >= 0:
+                    init_pidfd = _open_sandbox_init(info_read, proc.pid, deadline=started + timeout)
                 try:
-                    proc.wait(timeout=timeout)
+                    proc.wait(timeout=max(0.0, started + timeout - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     timed_out = True
             finally:
-                _end_process_tree(proc, run_marker if level == "guard" else None)
+                _end_process_tree(proc, run_marker if level == "guard" else None, init_pidfd)
             duration = time.monotonic() - started
             stdout, stderr = _read_capped(out, max_output_chars), _read_capped(err, max_output_chars)
             stderr_tail = _read_tail(err, 8000)
@@ -201,20 +214,48 @@ def _child_config_line(config: dict) -> bytes:
     return marshal.dumps(config)
 
 
-def _end_process_tree(proc: subprocess.Popen, run_marker: str | None) -> None:
+def _open_sandbox_init(info_fd: int, bwrap_pid: int, deadline: float) -> int | None:
+    """A pidfd for the sandbox's PID 1, read from bwrap's --info-fd report (None if it never came).
+
+    The PID is trusted only if that process is a child of our bwrap; the pidfd then keeps referring to
+    it, so no later PID reuse can redirect the kill.
+    """
+    data = b""
+    while b"}" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([info_fd], [], [], remaining)[0]:
+            return None
+        chunk = os.read(info_fd, 4096)
+        if not chunk:
+            return None
+        data += chunk
+    try:
+        pid = int(json.loads(data[: data.index(b"}") + 1])["child-pid"])
+        pidfd = os.pidfd_open(pid)
+    except (ValueError, KeyError, TypeError, OSError, AttributeError):
+        return None
+    if _parent_of(pid) != bwrap_pid:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def _end_process_tree(proc: subprocess.Popen, run_marker: str | None, init_pidfd: int | None = None) -> None:
     """Kill everything the run started, and return only once it is gone.
 
-    Under bubblewrap the child of ``proc`` is PID 1 of the sandbox's PID namespace: killing it makes the
-    kernel kill every process in the namespace, and bwrap exits only after that, so waiting on ``proc``
-    waits for the whole tree. For the guard, every process that still carries this run's marker in its
-    environment (one that left the process group) is killed as well.
+    Under bubblewrap, ``init_pidfd`` is the sandbox's PID 1: killing it makes the kernel kill every process
+    in the PID namespace, and PID 1 becomes a zombie (its pidfd readable) only once the namespace is
+    empty. For the guard, every process that still carries this run's marker in its environment (one that
+    left the process group) is killed as well.
     """
-    children = _children_of(proc.pid) if proc.poll() is None else []
-    for pid in children:
-        _kill(pid)
-    if children:  # bwrap exits once its PID 1 is reaped, which the kernel allows only when the namespace is empty
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=_KILL_DEADLINE_S)
+    if init_pidfd is not None:
+        try:
+            signal.pidfd_send_signal(init_pidfd, signal.SIGKILL)
+            select.select([init_pidfd], [], [], _KILL_DEADLINE_S)
+        except ProcessLookupError:
+            pass  # already gone
+        finally:
+            os.close(init_pidfd)
     _kill(-proc.pid)
     try:
         proc.wait(timeout=_KILL_DEADLINE_S)
@@ -234,18 +275,12 @@ def _kill(pid: int) -> None:
         pass
 
 
-def _children_of(parent: int) -> list[int]:
-    children = []
-    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as handle:
-                    fields = handle.read().rsplit(b")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if len(fields) > 1 and int(fields[1]) == parent:
-                children.append(int(name))
-    return children
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return int(handle.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _kill_marked_processes(marker: bytes) -> int:

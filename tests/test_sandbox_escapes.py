@@ -328,6 +328,17 @@ def test_file_size_is_capped(level):
     assert result.status == "failed" and "File too large" in result.detail, result
 
 
+@needs_bubblewrap
+def test_the_work_directory_and_tmp_cannot_fill_the_disk():
+    program = (
+        "import os\nfor directory in ('.', '/tmp'):\n    for index in range(40):\n"
+        "        with open(os.path.join(directory, f'part{index}'), 'wb') as handle:\n"
+        "            handle.write(b'0' * (4 * 2**20))\n"
+    )
+    result = run("bubblewrap", program, "assert True\n", max_file_mb=8)
+    assert result.status == "failed" and "No space left on device" in result.detail, result
+
+
 @pytest.mark.parametrize("level", LEVELS)
 def test_signals_are_refused(level):
     result = run(level, f"import os, signal\nos.kill({os.getpid()}, 0)\n", "assert True\n")

@@ -163,7 +163,7 @@ def main():
         _drop_privileges(config["drop_to_uid"])
     codes = []
     for name in ("program.py", "tests.py"):
-        with open(name, encoding="utf-8") as handle:
+        with open(os.path.join(config["inputs"], name), encoding="utf-8") as handle:
             source = handle.read()
         try:  # compiled separately: an unterminated string in the program cannot swallow the tests
             codes.append(_compile(source, name, "exec", dont_inherit=True, optimize=0))

@@ -1,7 +1,8 @@
 """Find the ``bwrap`` binary and build the command line that runs the harness inside bubblewrap.
 
-The sandbox sees only the system directories and the Python installation (read-only), a private work
-directory mounted at ``/sandbox``, a private ``/tmp``, a fresh ``/proc`` (read-only, showing only the
+The sandbox sees only the system directories and the Python installation (read-only), the program and its
+tests (read-only, at ``/inputs``), a private work directory at ``/sandbox`` and a private ``/tmp`` (both
+size-capped tmpfs), a fresh ``/proc`` (read-only, showing only the
 sandbox's own processes), and no network, no environment and no capabilities.
 """
 
@@ -13,6 +14,7 @@ import sys
 
 BWRAP_ENV_VAR = "HF_DISTILL_BWRAP"
 SANDBOX_WORKDIR = "/sandbox"
+SANDBOX_INPUTS = "/inputs"  # the program and its tests, read-only
 UNPRIVILEGED_UID = 65534  # "nobody": root ignores RLIMIT_NPROC, so a root caller runs the program as nobody
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # Extension modules that hand out raw C calls (and with them the raw process exit): hidden under /dev/null.
@@ -105,8 +107,11 @@ def _world_readable_parents(path: str) -> list[str]:
     return args
 
 
-def bubblewrap_argv(bwrap: str, workdir: str, python: str, *, privileged: bool, tmp_mb: int) -> list[str]:
-    """The bwrap command (without the command to run) for a sandbox whose work directory is ``workdir``.
+def bubblewrap_argv(bwrap: str, inputs: str, python: str, *, privileged: bool, tmp_mb: int) -> list[str]:
+    """The bwrap command (without the command to run) for a sandbox that reads its files from ``inputs``.
+
+    The work directory and ``/tmp`` are size-capped tmpfs mounts of ``tmp_mb`` MiB each, so nothing the
+    program writes reaches the host's disk.
 
     ``privileged``: the caller is root. bwrap then runs without a user namespace and keeps only
     CAP_SETUID/CAP_SETGID, which the harness uses to become ``UNPRIVILEGED_UID`` before anything else.
@@ -121,7 +126,8 @@ def bubblewrap_argv(bwrap: str, workdir: str, python: str, *, privileged: bool, 
         args += ["--ro-bind", "/dev/null", path]
     args += ["--dev", "/dev", "--proc", "/proc", "--remount-ro", "/proc"]
     args += ["--perms", "1777", "--size", str(tmp_mb * 2**20), "--tmpfs", "/tmp"]
-    args += ["--bind", workdir, SANDBOX_WORKDIR, "--chdir", SANDBOX_WORKDIR]
+    args += ["--perms", "0777", "--size", str(tmp_mb * 2**20), "--tmpfs", SANDBOX_WORKDIR, "--chdir", SANDBOX_WORKDIR]
+    args += ["--perms", "0755", "--dir", SANDBOX_INPUTS, "--ro-bind", inputs, SANDBOX_INPUTS]
     args += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
     args += ["--hostname", "sandbox", "--die-with-parent", "--new-session", "--clearenv"]
     for key, value in CHILD_ENV.items():

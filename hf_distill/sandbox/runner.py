@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from . import _child
-from .bubblewrap import CHILD_ENV, UNPRIVILEGED_UID, base_interpreter, bubblewrap_argv, find_bwrap
+from .bubblewrap import CHILD_ENV, SANDBOX_INPUTS, UNPRIVILEGED_UID, base_interpreter, bubblewrap_argv, find_bwrap
 from .opt_in import require_code_execution_opt_in
 from .result import ISOLATION_LEVELS, SandboxResult
 from .seccomp import seccomp_filter
@@ -127,12 +127,12 @@ def _execute(
         tempfile.TemporaryDirectory(prefix="hf_distill_sandbox_", ignore_cleanup_errors=True) as root,
         contextlib.ExitStack() as stack,
     ):
+        # Under bubblewrap the inputs are mounted read-only and the work directory is a tmpfs; the guard
+        # works where its inputs are.
         workdir = os.path.join(root, "work")
-        os.mkdir(workdir)
+        os.mkdir(workdir, 0o755)
         for name, text in (("program.py", program), ("tests.py", test_code)):
             Path(workdir, name).write_text(text, encoding="utf-8")
-        if privileged:
-            os.chown(workdir, UNPRIVILEGED_UID, UNPRIVILEGED_UID)
         config = {
             "pass_code": pass_code,
             "memory_bytes": memory_mb * 2**20,
@@ -140,6 +140,7 @@ def _execute(
             "file_bytes": max_file_mb * 2**20,
             "max_processes": max_processes if level == "bubblewrap" else -1,
             "drop_to_uid": UNPRIVILEGED_UID if privileged else -1,
+            "inputs": SANDBOX_INPUTS if level == "bubblewrap" else ".",
             "guard": level == "guard",
             "guard_source": _GUARD_SOURCE if level == "guard" else "",
             "policy_source": _POLICY_SOURCE,

@@ -80,6 +80,10 @@ FORGERIES = {
     "fake traceback module": "import types\nfake = types.ModuleType('traceback')\n"
     "def print_exception(*args, **kwargs):\n    raise SystemExit(CODE)\n"
     "fake.print_exception = print_exception\nsys.modules['traceback'] = fake\n",
+    "signal handler raising the status": "import signal\n"
+    "def handler(signum, frame):\n    if frame is not None and frame.f_code.co_name == 'main':\n"
+    "        raise SystemExit(CODE)\n"
+    "signal.signal(signal.SIGALRM, handler)\nsignal.setitimer(signal.ITIMER_REAL, 0.00005, 0.00005)\n",
     "stderr that exits": "class Exiting:\n    def write(self, text):\n        raise SystemExit(CODE)\n"
     "    def flush(self):\n        raise SystemExit(CODE)\nsys.stderr = sys.stdout = Exiting()\n",
 }

@@ -126,6 +126,21 @@ def _intercept_exits():
     _replace(("os", "posix"), _EXITS, make)
 
 
+def _refuse_signal_handlers():
+    """A signal handler runs between any two bytecodes of the harness, so it could raise the "passed" exit
+    status itself once the tests have failed. Installing handlers and timers is therefore refused."""
+    audit = sys.audit
+
+    def make(name, original):
+        def refused(*args, **kwargs):
+            audit(BLOCKED_EVENT, name + " (signal handlers and timers)")
+            raise OSError(name + " is disabled in the sandbox")
+
+        return refused
+
+    _replace(("_signal",), ("signal", "setitimer", "alarm", "set_wakeup_fd", "siginterrupt"), make)
+
+
 def _run(program_code, test_code):
     """Run the program, then its tests; None when the tests ran to their end, else the failure status.
 
@@ -176,6 +191,7 @@ def main():
     policy["install_policy"](config["guard"], os.path.realpath(os.getcwd()), BLOCKED)
     del policy
     _intercept_exits()
+    _refuse_signal_handlers()
     if config["guard"]:
         guard_globals = {"__name__": "hf_distill_guard", "_events": _events, "SandboxViolation": SandboxViolation}
         _exec(config["guard_source"], guard_globals)

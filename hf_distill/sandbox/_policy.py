@@ -32,6 +32,7 @@ _ALWAYS_REFUSED = frozenset(
         "sys.setprofile",
         "sys.monitoring.register_callback",
         "sys._current_frames",
+        "sys.addaudithook",
         "cpython.PyInterpreterState_New",
         "gc.get_objects",
         "gc.get_referrers",

@@ -84,6 +84,9 @@ FORGERIES = {
     "def handler(signum, frame):\n    if frame is not None and frame.f_code.co_name == 'main':\n"
     "        raise SystemExit(CODE)\n"
     "signal.signal(signal.SIGALRM, handler)\nsignal.setitimer(signal.ITIMER_REAL, 0.00005, 0.00005)\n",
+    "audit hook raising the status": "def hook(event, args):\n"
+    "    if sys._getframe(1).f_code.co_name == 'main':\n        raise SystemExit(CODE)\n"
+    "sys.addaudithook(hook)\n",
     "stderr that exits": "class Exiting:\n    def write(self, text):\n        raise SystemExit(CODE)\n"
     "    def flush(self):\n        raise SystemExit(CODE)\nsys.stderr = sys.stdout = Exiting()\n",
 }

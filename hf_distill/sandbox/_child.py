@@ -193,8 +193,10 @@ def main():
     _intercept_exits()
     _refuse_signal_handlers()
     if config["guard"]:
-        guard_globals = {"__name__": "hf_distill_guard", "_events": _events, "SandboxViolation": SandboxViolation}
-        _exec(config["guard_source"], guard_globals)
+        guard = {"__name__": "hf_distill_guard"}
+        _exec(config["guard_source"], guard)
+        guard["install_guard"](_events, SandboxViolation)
+        del guard
     status = 10  # FAILED unless _run returns normally
     try:
         status = _run(*codes)

@@ -1,7 +1,7 @@
 """The in-process guard used where bubblewrap cannot start (the weaker "guard" isolation level).
 
-Executed by the harness (``_child.py``) inside the child, after its limits are set and before the program
-runs; the harness passes ``_events`` (where violations are recorded) and ``SandboxViolation``. It is a
+Executed by the harness (``_child.py``) inside the child, which then calls ``install_guard(events,
+violation_type)`` after its limits and policy are in place and before the program runs. It is a
 best-effort barrier: everything it replaces lives in the same interpreter as the program, so a program that
 introspects the guard's own closures or uses C-level types it finds on existing objects can still get
 around it. docs/evaluation.md lists what it stops and what it does not.
@@ -16,9 +16,10 @@ import posix
 import sys
 
 _realpath = os.path.realpath
-_WORKDIR = _realpath(os.getcwd())
-_record = _events.append  # noqa: F821  (provided by the harness)
-_Violation = SandboxViolation  # noqa: F821  (provided by the harness)
+_audit = sys.audit
+_WORKDIR = ""
+_record = None
+_Violation = BaseException
 
 # Modules that give a way around the guard (C calls, process creation, sockets, shared memory, file
 # writes from C). They are refused by a sys.meta_path finder and by the extension-module loader.
@@ -60,9 +61,6 @@ BLOCKED_MODULES = frozenset(
 )
 
 
-_audit = sys.audit
-
-
 def _violation(text):
     _record(("blocked", text))
     _audit("hf_distill.sandbox.blocked", text)  # the policy ends the process here
@@ -83,12 +81,6 @@ class _BlockedModuleFinder:
         return None
 
 
-sys.meta_path.insert(0, _BlockedModuleFinder)
-for _loaded in list(sys.modules):
-    if _loaded.partition(".")[0] in BLOCKED_MODULES:
-        del sys.modules[_loaded]
-
-
 def _make_create_dynamic(original):
     def create_dynamic(spec, *args):
         if str(getattr(spec, "name", "")).partition(".")[0] in BLOCKED_MODULES:
@@ -96,9 +88,6 @@ def _make_create_dynamic(original):
         return original(spec, *args)
 
     return create_dynamic
-
-
-_imp.create_dynamic = _make_create_dynamic(_imp.create_dynamic)
 
 
 def _check_path(name, path, writing):
@@ -152,11 +141,6 @@ class _GuardedFileIO(_io.FileIO):
         _check_path("FileIO", file, any(flag in str(mode) for flag in "wax+"))
         super().__init__(file, mode, *args, **kwargs)
 
-
-builtins.open = io.open = _io.open = _make_open(_io.open)
-io.open_code = _io.open_code = _make_open_code(_io.open_code)
-io.FileIO = _io.FileIO = _GuardedFileIO
-os.open = posix.open = _make_low_level_open(posix.open)
 
 # Calls that change files by path: allowed inside the work directory, blocked elsewhere.
 _PATH_CALLS = (
@@ -230,10 +214,23 @@ def _make_blocked(name):
     return blocked
 
 
-for _module in (os, posix):
-    for _name in _PATH_CALLS:
-        if hasattr(_module, _name):
-            setattr(_module, _name, _make_path_call(_name, getattr(_module, _name)))
-    for _name in _BLOCKED_CALLS:
-        if hasattr(_module, _name):
-            setattr(_module, _name, _make_blocked(_module.__name__ + "." + _name))
+def install_guard(events, violation_type):
+    """Install the finder, the loader wrapper and the replaced functions; record violations in ``events``."""
+    global _WORKDIR, _record, _Violation
+    _WORKDIR, _record, _Violation = _realpath(os.getcwd()), events.append, violation_type
+    sys.meta_path.insert(0, _BlockedModuleFinder)
+    for loaded in list(sys.modules):
+        if loaded.partition(".")[0] in BLOCKED_MODULES:
+            del sys.modules[loaded]
+    _imp.create_dynamic = _make_create_dynamic(_imp.create_dynamic)
+    builtins.open = io.open = _io.open = _make_open(_io.open)
+    io.open_code = _io.open_code = _make_open_code(_io.open_code)
+    io.FileIO = _io.FileIO = _GuardedFileIO
+    os.open = posix.open = _make_low_level_open(posix.open)
+    for module in (os, posix):
+        for name in _PATH_CALLS:
+            if hasattr(module, name):
+                setattr(module, name, _make_path_call(name, getattr(module, name)))
+        for name in _BLOCKED_CALLS:
+            if hasattr(module, name):
+                setattr(module, name, _make_blocked(module.__name__ + "." + name))

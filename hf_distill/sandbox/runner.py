@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import marshal
 import os
 import secrets
-import select
 import signal
 import subprocess
 import tempfile
@@ -26,6 +24,7 @@ from pathlib import Path
 from . import _child
 from .bubblewrap import CHILD_ENV, SANDBOX_INPUTS, UNPRIVILEGED_UID, base_interpreter, bubblewrap_argv, find_bwrap
 from .opt_in import require_code_execution_opt_in
+from .process_tree import end_process_tree, open_sandbox_init
 from .result import ISOLATION_LEVELS, SandboxResult
 from .seccomp import seccomp_filter
 
@@ -36,7 +35,6 @@ _CHILD_SOURCE = Path(_child.__file__).read_text(encoding="utf-8")
 _GUARD_SOURCE = (Path(_child.__file__).parent / "_guard.py").read_text(encoding="utf-8")
 _POLICY_SOURCE = (Path(_child.__file__).parent / "_policy.py").read_text(encoding="utf-8")
 _RUN_MARKER_VAR = "HF_DISTILL_SANDBOX_RUN"
-_KILL_DEADLINE_S = 10.0
 _warned = threading.Event()
 
 
@@ -197,13 +195,13 @@ def _execute(
                 except (BrokenPipeError, OSError):
                     pass
                 if info_read >= 0:
-                    init_pidfd = _open_sandbox_init(info_read, proc.pid, deadline=started + timeout)
+                    init_pidfd = open_sandbox_init(info_read, proc.pid, deadline=started + timeout)
                 try:
                     proc.wait(timeout=max(0.0, started + timeout - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     timed_out = True
             finally:
-                _end_process_tree(proc, run_marker if level == "guard" else None, init_pidfd)
+                end_process_tree(proc, f"{_RUN_MARKER_VAR}={run_marker}" if level == "guard" else None, init_pidfd)
             duration = time.monotonic() - started
             stdout, stderr = _read_capped(out, max_output_chars), _read_capped(err, max_output_chars)
             stderr_tail = _read_tail(err, 8000)
@@ -213,96 +211,6 @@ def _execute(
 
 def _child_config_line(config: dict) -> bytes:
     return marshal.dumps(config)
-
-
-def _open_sandbox_init(info_fd: int, bwrap_pid: int, deadline: float) -> int | None:
-    """A pidfd for the sandbox's PID 1, read from bwrap's --info-fd report (None if it never came).
-
-    The PID is trusted only if that process is a child of our bwrap; the pidfd then keeps referring to
-    it, so no later PID reuse can redirect the kill.
-    """
-    data = b""
-    while b"}" not in data:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([info_fd], [], [], remaining)[0]:
-            return None
-        chunk = os.read(info_fd, 4096)
-        if not chunk:
-            return None
-        data += chunk
-    try:
-        pid = int(json.loads(data[: data.index(b"}") + 1])["child-pid"])
-        pidfd = os.pidfd_open(pid)
-    except (ValueError, KeyError, TypeError, OSError, AttributeError):
-        return None
-    if _parent_of(pid) != bwrap_pid:
-        os.close(pidfd)
-        return None
-    return pidfd
-
-
-def _end_process_tree(proc: subprocess.Popen, run_marker: str | None, init_pidfd: int | None = None) -> None:
-    """Kill everything the run started, and return only once it is gone.
-
-    Under bubblewrap, ``init_pidfd`` is the sandbox's PID 1: killing it makes the kernel kill every process
-    in the PID namespace, and PID 1 becomes a zombie (its pidfd readable) only once the namespace is
-    empty. For the guard, every process that still carries this run's marker in its environment (one that
-    left the process group) is killed as well.
-    """
-    if init_pidfd is not None:
-        try:
-            signal.pidfd_send_signal(init_pidfd, signal.SIGKILL)
-            select.select([init_pidfd], [], [], _KILL_DEADLINE_S)
-        except ProcessLookupError:
-            pass  # already gone
-        finally:
-            os.close(init_pidfd)
-    _kill(-proc.pid)
-    try:
-        proc.wait(timeout=_KILL_DEADLINE_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=_KILL_DEADLINE_S)
-    if run_marker is not None:
-        for _ in range(5):
-            if not _kill_marked_processes(f"{_RUN_MARKER_VAR}={run_marker}".encode()):
-                break
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return int(handle.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _kill_marked_processes(marker: bytes) -> int:
-    killed = 0
-    try:
-        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        return 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as handle:
-                environ = handle.read()
-        except OSError:
-            continue
-        if marker in environ.split(b"\0"):
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except OSError:
-                pass
-    return killed
 
 
 def _read_capped(handle, max_chars: int) -> str:

@@ -130,6 +130,21 @@ def test_detached_children_die_with_the_sandbox(loop_forever):
     assert host_processes_with(seconds) == []
 
 
+def test_guard_known_bypass_still_ends_with_the_run():
+    """Documented limit: digging the original loader out of the guard's closure brings back process
+    creation. The backstop still holds: a detached child carries the run's marker and is killed."""
+    seconds = unique_sleep_seconds()
+    program = (
+        "import sys, _imp\n"
+        "_imp.create_dynamic = _imp.create_dynamic.__closure__[0].cell_contents\n"
+        "sys.meta_path.pop(0)\n" + SPAWN_FRESH_PYTHON + "spawn('import os, sys, time\\nos.setsid()\\n"
+        "time.sleep(float(sys.argv[1]))', " + repr(seconds) + ")\nwhile True:\n    pass\n"
+    )
+    result = run("guard", program, "assert True\n", timeout=3.0)
+    assert result.status == "timeout", result
+    assert host_processes_with(seconds) == []
+
+
 def test_guard_refuses_to_spawn_and_kills_the_session_on_timeout():
     program = SPAWN_FRESH_PYTHON + "spawn('import time; time.sleep(600)')\n"
     result = run("guard", program, "assert True\n", timeout=3.0)

@@ -42,7 +42,9 @@ def open_sandbox_init(info_fd: int, bwrap_pid: int, deadline: float) -> int | No
     return pidfd
 
 
-def end_process_tree(proc: subprocess.Popen, run_marker: str | None, init_pidfd: int | None = None) -> None:
+def end_process_tree(
+    proc: subprocess.Popen, run_marker: str | None, init_pidfd: int | None = None, timed_out: bool = False
+) -> None:
     """Kill everything the run started, and return only once it is gone.
 
     Under bubblewrap, ``init_pidfd`` is the sandbox's PID 1: killing it makes the kernel kill every process
@@ -65,9 +67,22 @@ def end_process_tree(proc: subprocess.Popen, run_marker: str | None, init_pidfd:
         proc.kill()
         proc.wait(timeout=KILL_DEADLINE_S)
     if run_marker is not None:
-        for _ in range(5):
-            if not _kill_marked_processes(run_marker.encode()):
-                break
+        _kill_marked_until_clean(run_marker.encode(), careful=timed_out)
+
+
+def _kill_marked_until_clean(marker: bytes, careful: bool) -> None:
+    """Scan until nothing marked is left. A process caught between fork and exec can be unreadable for an
+    instant, so after a kill or a timeout it takes two clean scans, 20 ms apart, to stop."""
+    clean_needed = 2 if careful else 1
+    clean = 0
+    for _ in range(20):
+        if _kill_marked_processes(marker):
+            clean, clean_needed = 0, 2
+        else:
+            clean += 1
+        if clean >= clean_needed:
+            return
+        time.sleep(0.02)
 
 
 def _kill(pid: int) -> None:

@@ -201,7 +201,8 @@ def _execute(
                 except subprocess.TimeoutExpired:
                     timed_out = True
             finally:
-                end_process_tree(proc, f"{_RUN_MARKER_VAR}={run_marker}" if level == "guard" else None, init_pidfd)
+                marker = f"{_RUN_MARKER_VAR}={run_marker}" if level == "guard" else None
+                end_process_tree(proc, marker, init_pidfd, timed_out)
             duration = time.monotonic() - started
             stdout, stderr = _read_capped(out, max_output_chars), _read_capped(err, max_output_chars)
             stderr_tail = _read_tail(err, 8000)

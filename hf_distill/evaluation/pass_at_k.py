@@ -3,7 +3,8 @@
 Usable directly (``PassAtK().compute(...)``) or through ``evaluate.load(path_to_this_file)``. Each prediction
 is a list of n candidate programs for one problem; each reference is the test code that must run without
 an exception after a candidate (e.g. HumanEval's ``test`` plus ``check(entry_point)``). Candidates run in
-``hf_distill.sandbox`` child processes with time and memory limits.
+``hf_distill.sandbox`` (bubblewrap where it starts, else the weaker in-process guard); the scores say which
+under ``"isolation"``.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ Args:
     timeout: wall-clock seconds per candidate. memory_mb: address-space limit per candidate.
     num_workers: candidates run at once. show_progress: tqdm bar.
 Returns:
-    {"pass@k": float for each k, "num_problems": int, "num_candidates": int}
+    {"pass@k": float for each k, "num_problems": int, "num_candidates": int,
+     "isolation": the sandbox level the candidates ran under ("bubblewrap" or "guard")}
 """
 
 
@@ -123,7 +125,7 @@ class PassAtK(evaluate.Metric):
         memory_mb: int = 1024,
         num_workers: int = 2,
         show_progress: bool = True,
-    ) -> dict[str, float]:
+    ) -> dict[str, float | int | str]:
         ks = [int(k)] if isinstance(k, (int, np.integer)) else [int(value) for value in k]
         require_code_execution_opt_in(allow_code_execution)
         results = execute_candidates(
@@ -137,7 +139,8 @@ class PassAtK(evaluate.Metric):
         )
         num_samples = [len(problem) for problem in results]
         num_correct = [sum(result.passed for result in problem) for problem in results]
-        scores: dict[str, float] = mean_pass_at_k(num_samples, num_correct, ks)
+        scores: dict[str, float | int | str] = dict(mean_pass_at_k(num_samples, num_correct, ks))
         scores["num_problems"] = len(results)
         scores["num_candidates"] = sum(num_samples)
+        scores["isolation"] = ",".join(sorted({result.isolation for problem in results for result in problem}))
         return scores

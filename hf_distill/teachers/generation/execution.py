@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ...sandbox import SandboxResult, require_code_execution_opt_in, run_program
+from ...sandbox import SandboxResult, require_code_execution_opt_in, run_program, sandbox_isolation
 
 # A fenced block; one left open at the end (the answer hit max_new_tokens) runs to the end of the text.
 _FENCED_CODE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -78,4 +78,5 @@ class UnitTestExecutionCheck:
             "entry_point_column": self.entry_point_column,
             "timeout": self.timeout,
             "memory_mb": self.memory_mb,
+            "isolation": sandbox_isolation(),
         }

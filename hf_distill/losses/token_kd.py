@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .chunk_grads import StudentGradients, combined_loss, pop_scaled_grads
 from .divergences import DivergenceParams, check_divergence, divergence_rows
+from .precision import autocast_off, check_precision, product_dtype, product_weight
 
 IGNORE_INDEX = -100
 # The dense and sparse losses project a chunk once (one or two buffers, 256 MB in all) and then work through
@@ -44,6 +45,8 @@ class KDLossSpec:
     chunk_size: int | None = None
     # Top-1 agreement, the KL metric and the CE value when alpha == 1 cost extra passes over each chunk.
     with_metrics: bool = True
+    # dtype of the lm_head products: "auto" (the run's compute dtype) or "float32"; see `precision.py`.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -53,6 +56,7 @@ class KDLossSpec:
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or None (automatic), got {self.chunk_size}.")
         check_divergence(self.divergence, self.params)
+        check_precision(self.precision)
 
     @property
     def params(self) -> DivergenceParams:
@@ -148,13 +152,17 @@ def causal_targets(labels: Tensor) -> Tensor:
 def _project(
     source_states: Tensor, weight: Tensor | None, bias: Tensor | None, rows: Tensor | slice, vocab: int
 ) -> Tensor:
-    """float32 logits of the chosen rows, always a fresh tensor the caller may overwrite."""
+    """float32 logits of the chosen rows, always a fresh tensor the caller may overwrite.
+
+    The product runs in ``weight``'s dtype (pass the head already in the product dtype, see `precision.py`);
+    the logits are upcast to float32 before anything else, and the bias is added in float32.
+    """
     if weight is None:
         return source_states[rows][:, :vocab].to(torch.float32, copy=True)
-    logits = source_states[rows] @ weight[:vocab].t()
+    logits = (source_states[rows].to(weight.dtype) @ weight[:vocab].t()).float()
     if bias is not None:
-        logits.add_(bias[:vocab])
-    return logits.float()
+        logits.add_(bias[:vocab].float())
+    return logits
 
 
 def _teacher_block(
@@ -227,17 +235,20 @@ class _ChunkedTokenKD(torch.autograd.Function):
     """Chunked forward that also produces the input gradients; backward only rescales them."""
 
     @staticmethod
-    def forward(ctx, s_states, s_weight, s_bias, t_states, t_weight, t_bias, targets, rows, spec: KDLossSpec, vocab):
-        grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], vocab)
+    def forward(
+        ctx, s_states, s_weight, s_bias, t_states, t_weight, t_bias, targets, rows, spec: KDLossSpec, vocab, dtypes
+    ):
+        grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], vocab, dtypes[0])
+        t_head = product_weight(t_weight, vocab, dtypes[1])
         need_grad = grads.needed
         stats = torch.zeros(4, dtype=torch.float64, device=s_states.device)  # soft, hard, agree, kl
         plan = spec.chunk_plan(vocab, 1 if t_weight is None else 2, s_states.device.type)
         for chunk_rows, selector in _row_chunks(rows, plan.rows):
             # One projection per chunk (efficient GEMMs), then cache-sized blocks for everything elementwise;
             # each block leaves its logit gradient in z, so the chunk ends holding d(loss)/dz.
-            z = _project(s_states, s_weight, s_bias, selector, vocab)
+            z = _project(s_states, grads.head, s_bias, selector, vocab)
             with torch.no_grad():
-                tz = None if t_weight is None else _project(t_states, t_weight, t_bias, selector, vocab)
+                tz = None if t_weight is None else _project(t_states, t_head, t_bias, selector, vocab)
             chunk_targets = targets.index_select(0, chunk_rows)
             for block in plan.blocks(chunk_rows.numel()):
                 t_block = _teacher_block(t_states, tz, selector, block, vocab)
@@ -261,7 +272,7 @@ class _ChunkedTokenKD(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_stats):
-        return pop_scaled_grads(ctx, grad_loss, other_inputs=7)
+        return pop_scaled_grads(ctx, grad_loss, other_inputs=8)
 
 
 def token_kd_loss(student: LogitSource, teacher: LogitSource, targets: Tensor, spec: KDLossSpec) -> KDLossTerms:
@@ -281,18 +292,21 @@ def token_kd_loss(student: LogitSource, teacher: LogitSource, targets: Tensor, s
     rows = torch.nonzero(targets != IGNORE_INDEX).squeeze(1)
     if rows.numel() and int(targets.index_select(0, rows).max()) >= vocab:
         raise ValueError(f"A target token id is >= the shared vocabulary size {vocab}.")
-    loss, stats = _ChunkedTokenKD.apply(
-        student.states,
-        student.head_weight,
-        student.head_bias,
-        teacher.states.to(student.states.device),
-        teacher.head_weight,
-        teacher.head_bias,
-        targets,
-        rows,
-        spec,
-        vocab,
-    )
+    dtypes = tuple(product_dtype(spec.precision, source.states, source.head_weight) for source in (student, teacher))
+    with autocast_off(student.states.device):
+        loss, stats = _ChunkedTokenKD.apply(
+            student.states,
+            student.head_weight,
+            student.head_bias,
+            teacher.states.to(student.states.device),
+            teacher.head_weight,
+            teacher.head_bias,
+            targets,
+            rows,
+            spec,
+            vocab,
+            dtypes,
+        )
     return KDLossTerms.from_stats(loss, stats, rows.numel())
 
 

@@ -49,7 +49,7 @@ class KDConfig(SFTConfig):
             dtype of the loss's `lm_head` products (projections, hidden-state and weight gradients): `auto` uses
             the run's compute dtype (bf16 under `bf16=True`, else the `lm_head` weight's dtype), while softmax,
             divergence and sums stay float32; `float32` runs the products in float32 too (slower under bf16; for
-            checking that a result does not depend on the loss's rounding). See docs/offline_kd.md.
+            checking that a result does not depend on the loss's rounding). See README "Numerics".
         fused_lm_head (`bool`, *optional*):
             Compute the loss from hidden states and the `lm_head` weight so full logits are never built. Default:
             on, except under DeepSpeed ZeRO-3 and FSDP (whose sharded `lm_head` is only whole inside the module's

@@ -217,7 +217,7 @@ class CrossTokenizerDistiller:
         else:
             soft_loss = student.states.new_zeros((), dtype=torch.float32)
             soft_sum = kl_sum = soft_loss.detach()
-        hard = cross_entropy_sum(student, targets, self.spec.chunk_size)
+        hard = cross_entropy_sum(student, targets, self.spec.chunk_size, self.spec.precision)
         loss = self.alpha * soft_loss + (1.0 - self.alpha) * hard
         with torch.no_grad():
             if student_top is None:

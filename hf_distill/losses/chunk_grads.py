@@ -10,19 +10,31 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .precision import product_weight
+
 
 class StudentGradients:
     """Accumulates per-chunk logit gradients into the gradients of the student's inputs."""
 
     def __init__(
-        self, states: Tensor, weight: Tensor | None, bias: Tensor | None, needs: tuple[bool, bool, bool], vocab: int
+        self,
+        states: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        needs: tuple[bool, bool, bool],
+        vocab: int,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self.states, self.weight, self.vocab = states, weight, vocab
+        # The lm_head in the product dtype (see `precision.py`): the forward projects with it too.
+        self.head = product_weight(weight, vocab, dtype)
         need_states, need_weight, need_bias = needs
         device = states.device
         self.grad_states = torch.zeros_like(states) if need_states else None
-        # Weight and bias gradients accumulate over chunks in float32, then are cast once at the end.
-        self.grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=device) if need_weight else None
+        # The weight gradient accumulates over chunks in float32 when the products are float32, else in the
+        # weight's own dtype (no float32 vocab x hidden buffer beside a bf16 head); it is cast once at the end.
+        accumulate = torch.float32 if dtype == torch.float32 or weight is None else weight.dtype
+        self.grad_weight = torch.zeros(weight.shape, dtype=accumulate, device=device) if need_weight else None
         self.grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=device) if need_bias else None
         self.bias_dtype = None if bias is None else bias.dtype
 
@@ -31,7 +43,8 @@ class StudentGradients:
         return any(g is not None for g in (self.grad_states, self.grad_weight, self.grad_bias))
 
     def add(self, grad_logits: Tensor, rows: Tensor, selector: Tensor | slice | None = None) -> None:
-        """Add the float32 gradient w.r.t. the logits of `rows` (chunk x vocab).
+        """Add the float32 gradient w.r.t. the logits of `rows` (chunk x vocab); the products with the head
+        and the hidden states run in the product dtype.
 
         Rows may repeat, within a call and across calls (the cross-vocabulary loss reads some rows twice): their
         gradients add up. `selector` names the same rows as a slice when they are contiguous, so that they are
@@ -39,15 +52,20 @@ class StudentGradients:
         """
         where = rows if selector is None else selector
         vocab = self.vocab
-        if self.weight is None:
+        if self.head is None:
             if self.grad_states is not None:
                 _add_rows(self.grad_states[:, :vocab], where, grad_logits)
             return
-        weight = self.weight[:vocab]
+        head = self.head
+        grad = grad_logits.to(head.dtype)  # the float32 logit gradient, cast once for both products
         if self.grad_states is not None:
-            _add_rows(self.grad_states, where, grad_logits.to(weight.dtype) @ weight)
+            _add_rows(self.grad_states, where, grad @ head)
         if self.grad_weight is not None:
-            self.grad_weight[:vocab].addmm_(grad_logits.t(), self.states[where].float())
+            hidden, target = self.states[where].to(head.dtype), self.grad_weight[:vocab]
+            if target.dtype == head.dtype:
+                target.addmm_(grad.t(), hidden)
+            else:  # float32 weights under bf16 autocast: a bf16 product added to the float32 gradient
+                target.add_(grad.t() @ hidden)
         if self.grad_bias is not None:
             self.grad_bias[:vocab] += grad_logits.sum(0)
 

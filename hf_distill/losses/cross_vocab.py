@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..crosstok.batch import CrossTokenAlignment, TokenChain
 from .chunk_grads import StudentGradients, pop_scaled_grads
+from .precision import autocast_off, check_precision, product_dtype
 from .settings import require_non_negative, require_positive
 from .token_kd import LogitSource, _project
 
@@ -49,8 +50,10 @@ class CrossVocabLossSpec:
     exact_weight: float = 0.0
     top_k: int | None = None
     chunk_size: int | None = None
+    precision: str = "auto"  # dtype of the student's lm_head products; see `precision.py`
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         require_positive("temperature", self.temperature)
         require_non_negative("uld_weight", self.uld_weight)
         require_non_negative("exact_match_weight", self.exact_weight)
@@ -104,9 +107,11 @@ def cross_vocab_loss(
     teacher_logits = teacher_logits.detach().to(device)
     if shared_pairs is not None:
         shared_pairs = (shared_pairs[0].to(device), shared_pairs[1].to(device))
-    loss, sums, student_top1 = _CrossVocabLoss.apply(
-        student.states, student.head_weight, student.head_bias, teacher_logits, alignment, spec, shared_pairs
-    )
+    dtype = product_dtype(spec.precision, student.states, student.head_weight)
+    with autocast_off(device):
+        loss, sums, student_top1 = _CrossVocabLoss.apply(
+            student.states, student.head_weight, student.head_bias, teacher_logits, alignment, spec, shared_pairs, dtype
+        )
     return CrossVocabLossTerms(
         loss=loss, uld_sum=sums[0], exact_sum=sums[1], num_groups=alignment.num_groups, student_top1=student_top1
     )
@@ -215,19 +220,21 @@ class _CrossVocabLoss(torch.autograd.Function):
     """Chunked forward that also produces the student's input gradients; backward only rescales them."""
 
     @staticmethod
-    def forward(ctx, s_states, s_weight, s_bias, teacher_logits, alignment: CrossTokenAlignment, spec, shared_pairs):
+    def forward(
+        ctx, s_states, s_weight, s_bias, teacher_logits, alignment: CrossTokenAlignment, spec, shared_pairs, dtype
+    ):
         temperature = spec.temperature
         num_groups = alignment.num_groups
         s_vocab = s_states.shape[1] if s_weight is None else s_weight.shape[0]
         # Gradients go straight to the student's inputs: logits (one buffer in their own dtype, what autograd
         # would hold for them anyway), or hidden states and lm_head weight, whose logits are never formed whole.
-        grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], s_vocab)
+        grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], s_vocab, dtype)
         need_grad = grads.needed
         step = spec.rows_per_chunk(max(s_vocab, teacher_logits.shape[1]))
         device = s_states.device
 
         def student_rows(rows: Tensor) -> Tensor:
-            return _project(s_states, s_weight, s_bias, rows, s_vocab)
+            return _project(s_states, grads.head, s_bias, rows, s_vocab)
 
         def teacher_rows(rows: Tensor) -> Tensor:
             return teacher_logits.index_select(0, rows).float()
@@ -280,7 +287,7 @@ class _CrossVocabLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_sums, _grad_top1):
-        return pop_scaled_grads(ctx, grad_loss, other_inputs=4)
+        return pop_scaled_grads(ctx, grad_loss, other_inputs=5)
 
 
 def _add_chain_grad(

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from .chunk_grads import StudentGradients, combined_loss, pop_scaled_grads
+from .precision import autocast_off, product_dtype
 from .token_kd import IGNORE_INDEX, KDLossSpec, KDLossTerms, LogitSource, _project, causal_targets
 
 SPARSE_MODES: tuple[str, ...] = ("topk", "sampled")
@@ -234,9 +235,9 @@ class _ChunkedSparseKD(torch.autograd.Function):
     """Chunked forward that also forms the gradient w.r.t. the student; backward only rescales it."""
 
     @staticmethod
-    def forward(ctx, s_states, s_weight, s_bias, signal: SparseTeacherSignal, targets, rows, spec, vocab):
+    def forward(ctx, s_states, s_weight, s_bias, signal: SparseTeacherSignal, targets, rows, spec, vocab, dtype):
         temperature, alpha = spec.temperature, spec.alpha
-        grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], vocab)
+        grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], vocab, dtype)
         need_any = grads.needed
         stats = torch.zeros(4, dtype=torch.float64, device=s_states.device)  # soft (= KL), hard, agree, kl
         plan = spec.chunk_plan(vocab, device_type=s_states.device.type)
@@ -244,7 +245,7 @@ class _ChunkedSparseKD(torch.autograd.Function):
             chunk = slice(start, start + plan.rows)
             chunk_rows = rows[chunk]
             # One projection per chunk, then cache-sized blocks; each block leaves its gradient in z.
-            z = _project(s_states, s_weight, s_bias, chunk_rows, vocab)
+            z = _project(s_states, grads.head, s_bias, chunk_rows, vocab)
             for block in plan.blocks(chunk_rows.numel()):
                 part = slice(start + block.start, start + block.stop)
                 terms = _chunk_terms(
@@ -275,7 +276,7 @@ class _ChunkedSparseKD(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_stats):
-        return pop_scaled_grads(ctx, grad_loss, other_inputs=5)
+        return pop_scaled_grads(ctx, grad_loss, other_inputs=6)
 
 
 def _check_signal(signal: SparseTeacherSignal, vocab: int) -> None:
@@ -336,9 +337,11 @@ def sparse_kd_loss(
     row_targets = targets.index_select(0, rows)
     if rows.numel() and int(row_targets.max()) >= vocab:
         raise ValueError(f"A target token id is >= the shared vocabulary size {vocab}.")
-    loss, stats = _ChunkedSparseKD.apply(
-        student.states, student.head_weight, student.head_bias, picked, row_targets, rows, spec, vocab
-    )
+    dtype = product_dtype(spec.precision, student.states, student.head_weight)
+    with autocast_off(device):
+        loss, stats = _ChunkedSparseKD.apply(
+            student.states, student.head_weight, student.head_bias, picked, row_targets, rows, spec, vocab, dtype
+        )
     return KDLossTerms.from_stats(loss, stats, rows.numel())
 
 

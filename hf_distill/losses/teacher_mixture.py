@@ -15,11 +15,12 @@ only by their hidden states (plus one chunk-sized scratch buffer), never by a (t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
+from .precision import product_weight
 from .token_kd import LogitSource, project_rows
 
 COMBINE_MODES = ("probability", "log_probability")
@@ -56,6 +57,11 @@ class TeacherMixture:
     @property
     def device(self) -> torch.device:
         return self.members[0].states.device
+
+    def with_heads_in(self, dtype: torch.dtype, vocab: int) -> TeacherMixture:
+        """The same mixture with each member's head cast once to the loss's product dtype (see `precision.py`)."""
+        members = [replace(m, head_weight=product_weight(m.head_weight, vocab, dtype)) for m in self.members]
+        return replace(self, members=members)
 
     def chunk_logits(self, rows: Tensor | slice, vocab: int, temperature: float) -> Tensor:
         """float32 (rows x vocab) ``T * log p_mix`` for the chosen rows; one scratch buffer besides the result."""

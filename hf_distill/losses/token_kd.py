@@ -22,6 +22,7 @@ from torch import Tensor
 from .chunk_grads import StudentGradients, combined_loss, pop_scaled_grads
 from .divergences import DivergenceParams, check_divergence, divergence_rows
 from .nonfinite import non_finite_loss_error
+from .precision import autocast_off, check_precision, product_dtype, product_weight
 from .settings import require_in_range, require_positive
 
 IGNORE_INDEX = -100
@@ -47,6 +48,8 @@ class KDLossSpec:
     chunk_size: int | None = None
     # Top-1 agreement, the KL metric and the CE value when alpha == 1 cost extra passes over each chunk.
     with_metrics: bool = True
+    # dtype of the lm_head products: "auto" (the run's compute dtype) or "float32"; see `precision.py`.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         require_positive("temperature", self.temperature)
@@ -54,6 +57,7 @@ class KDLossSpec:
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or None (automatic), got {self.chunk_size}.")
         check_divergence(self.divergence, self.params)
+        check_precision(self.precision)
 
     @property
     def params(self) -> DivergenceParams:
@@ -153,13 +157,17 @@ def causal_targets(labels: Tensor) -> Tensor:
 def _project(
     source_states: Tensor, weight: Tensor | None, bias: Tensor | None, rows: Tensor | slice, vocab: int
 ) -> Tensor:
-    """float32 logits of the chosen rows, always a fresh tensor the caller may overwrite."""
+    """float32 logits of the chosen rows, always a fresh tensor the caller may overwrite.
+
+    The product runs in ``weight``'s dtype (pass the head already in the product dtype, see `precision.py`);
+    the logits are upcast to float32 before anything else, and the bias is added in float32.
+    """
     if weight is None:
         return source_states[rows][:, :vocab].to(torch.float32, copy=True)
-    logits = source_states[rows] @ weight[:vocab].t()
+    logits = (source_states[rows].to(weight.dtype) @ weight[:vocab].t()).float()
     if bias is not None:
-        logits.add_(bias[:vocab])
-    return logits.float()
+        logits.add_(bias[:vocab].float())
+    return logits
 
 
 def project_rows(source: LogitSource, rows: Tensor | slice, vocab: int) -> Tensor:
@@ -238,9 +246,22 @@ class _ChunkedTokenKD(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, s_states, s_weight, s_bias, t_states, t_weight, t_bias, targets, rows, spec: KDLossSpec, vocab, t_mixture
+        ctx,
+        s_states,
+        s_weight,
+        s_bias,
+        t_states,
+        t_weight,
+        t_bias,
+        targets,
+        rows,
+        spec: KDLossSpec,
+        vocab,
+        dtypes,
+        t_mixture,
     ):
-        grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], vocab)
+        grads = StudentGradients(s_states, s_weight, s_bias, ctx.needs_input_grad[:3], vocab, dtypes[0])
+        t_head = product_weight(t_weight, vocab, dtypes[1])
         need_grad = grads.needed
         stats = torch.zeros(4, dtype=torch.float64, device=s_states.device)  # soft, hard, agree, kl
         # A teacher mixture projects each member into a scratch buffer and mixes into a second one.
@@ -249,12 +270,12 @@ class _ChunkedTokenKD(torch.autograd.Function):
         for chunk_rows, selector in _row_chunks(rows, plan.rows):
             # One projection per chunk (efficient GEMMs), then cache-sized blocks for everything elementwise;
             # each block leaves its logit gradient in z, so the chunk ends holding d(loss)/dz.
-            z = _project(s_states, s_weight, s_bias, selector, vocab)
+            z = _project(s_states, grads.head, s_bias, selector, vocab)
             with torch.no_grad():
                 if t_mixture is not None:
                     tz = t_mixture.chunk_logits(selector, vocab, spec.temperature)
                 else:
-                    tz = None if t_weight is None else _project(t_states, t_weight, t_bias, selector, vocab)
+                    tz = None if t_weight is None else _project(t_states, t_head, t_bias, selector, vocab)
             chunk_targets = targets.index_select(0, chunk_rows)
             for block in plan.blocks(chunk_rows.numel()):
                 t_block = _teacher_block(t_states, tz, selector, block, vocab)
@@ -267,7 +288,10 @@ class _ChunkedTokenKD(torch.autograd.Function):
         # NaN/+inf teacher logits (or a masked vocabulary under reverse KL) make the loss non-finite; checking the
         # sum costs one sync per batch, and only then are the teacher rows scanned to say which input is wrong.
         if not bool(torch.isfinite(stats[:2]).all()):
-            chunks = (_project(t_states, t_weight, t_bias, index, vocab) for index, _ in _row_chunks(rows, plan.rows))
+            if t_mixture is not None:
+                chunks = (t_mixture.chunk_logits(index, vocab, 1.0) for index, _ in _row_chunks(rows, plan.rows))
+            else:
+                chunks = (_project(t_states, t_head, t_bias, index, vocab) for index, _ in _row_chunks(rows, plan.rows))
             raise non_finite_loss_error(chunks, spec.divergence, spec.params)
         ctx.grads = grads.finish()
         loss = combined_loss(stats, spec.alpha, spec.temperature)
@@ -276,7 +300,7 @@ class _ChunkedTokenKD(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_stats):
-        return pop_scaled_grads(ctx, grad_loss, other_inputs=8)
+        return pop_scaled_grads(ctx, grad_loss, other_inputs=9)
 
 
 def token_kd_loss(student: LogitSource, teacher: Any, targets: Tensor, spec: KDLossSpec) -> KDLossTerms:
@@ -298,19 +322,25 @@ def token_kd_loss(student: LogitSource, teacher: Any, targets: Tensor, spec: KDL
     if rows.numel() and int(targets.index_select(0, rows).max()) >= vocab:
         raise ValueError(f"A target token id is >= the shared vocabulary size {vocab}.")
     mixture = teacher if not isinstance(teacher, LogitSource) else None
-    loss, stats = _ChunkedTokenKD.apply(
-        student.states,
-        student.head_weight,
-        student.head_bias,
-        None if mixture is not None else teacher.states.to(student.states.device),
-        None if mixture is not None else teacher.head_weight,
-        None if mixture is not None else teacher.head_bias,
-        targets,
-        rows,
-        spec,
-        vocab,
-        mixture,
-    )
+    t_source = teacher if mixture is None else mixture.members[0]
+    dtypes = tuple(product_dtype(spec.precision, source.states, source.head_weight) for source in (student, t_source))
+    if mixture is not None:
+        mixture = mixture.with_heads_in(dtypes[1], vocab)
+    with autocast_off(student.states.device):
+        loss, stats = _ChunkedTokenKD.apply(
+            student.states,
+            student.head_weight,
+            student.head_bias,
+            None if mixture is not None else teacher.states.to(student.states.device),
+            None if mixture is not None else teacher.head_weight,
+            None if mixture is not None else teacher.head_bias,
+            targets,
+            rows,
+            spec,
+            vocab,
+            dtypes,
+            mixture,
+        )
     return KDLossTerms.from_stats(loss, stats, rows.numel())
 
 

@@ -9,6 +9,7 @@ from trl import SFTConfig
 
 from ..losses.cross_vocab import CrossVocabLossSpec
 from ..losses.divergences import DIVERGENCES
+from ..losses.precision import LOSS_PRECISIONS
 from ..losses.settings import require_positive
 from ..losses.teacher_mixture import COMBINE_MODES, check_mixture_weights
 from ..losses.token_kd import KDLossSpec
@@ -48,6 +49,11 @@ class KDConfig(SFTConfig):
             Token positions whose logits the loss projects at once. Default: chosen from the vocabulary size so
             that the projected float32 (chunk x vocab) logits take about 256 MB; the elementwise work then runs
             in cache-sized blocks of those rows.
+        loss_precision (`str`, defaults to `"auto"`):
+            dtype of the loss's `lm_head` products (projections, hidden-state and weight gradients): `auto` uses
+            the run's compute dtype (bf16 under `bf16=True`, else the `lm_head` weight's dtype), while softmax,
+            divergence and sums stay float32; `float32` runs the products in float32 too (slower under bf16; for
+            checking that a result does not depend on the loss's rounding). See README "Numerics".
         fused_lm_head (`bool`, *optional*):
             Compute the loss from hidden states and the `lm_head` weight so full logits are never built. Default:
             on, except under DeepSpeed ZeRO-3 and FSDP (whose sharded `lm_head` is only whole inside the module's
@@ -115,6 +121,10 @@ class KDConfig(SFTConfig):
     jsd_beta: float = field(default=0.5, metadata={"help": "Generalized JSD beta (0 forward KL, 1 reverse KL)."})
     skew_lambda: float = field(default=0.1, metadata={"help": "Mixing weight of the skew KL divergences."})
     loss_chunk_size: int | None = field(default=None, metadata={"help": "Token positions per loss chunk."})
+    loss_precision: str = field(
+        default="auto",
+        metadata={"help": "dtype of the loss's lm_head products.", "choices": list(LOSS_PRECISIONS)},
+    )
     fused_lm_head: bool | None = field(
         default=None, metadata={"help": "Loss from hidden states + lm_head weight (default: automatic)."}
     )
@@ -193,6 +203,7 @@ class KDConfig(SFTConfig):
             exact_weight=self.exact_match_weight,
             top_k=self.uld_top_k,
             chunk_size=self.loss_chunk_size,
+            precision=self.loss_precision,
         )
 
     def loss_spec(self, temperature: float | None = None) -> KDLossSpec:
@@ -204,4 +215,5 @@ class KDConfig(SFTConfig):
             beta=self.jsd_beta,
             skew=self.skew_lambda,
             chunk_size=self.loss_chunk_size,
+            precision=self.loss_precision,
         )

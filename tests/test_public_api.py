@@ -104,3 +104,32 @@ def test_the_docs_check_catches_deep_imports():
     assert _non_public_imports("from hf_distill import _EXPORTS") == ["hf_distill._EXPORTS (not exported)"]
     assert _non_public_imports("import hf_distill.trainers") == ["import hf_distill.trainers"]
     assert _non_public_imports("from hf_distill import KDTrainer") == []
+
+
+_FRESH_IMPORTS = """
+import importlib, pkgutil, sys, traceback
+import torch, transformers, trl, datasets, peft  # heavy dependencies stay loaded between the fresh imports
+import hf_distill
+names = [m.name for m in pkgutil.walk_packages(hf_distill.__path__, "hf_distill.")]
+failed = []
+for name in names:
+    for loaded in [m for m in sys.modules if m == "hf_distill" or m.startswith("hf_distill.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception:
+        failed.append(name + ": " + traceback.format_exc().strip().splitlines()[-1])
+print(len(names))
+print("\\n".join(failed))
+"""
+
+
+def test_every_module_imports_first():
+    """Each module imports in an interpreter where no other hf_distill module is loaded (no import cycles that
+    only the usual `import hf_distill.trainers` order hides)."""
+    result = subprocess.run([sys.executable, "-c", _FRESH_IMPORTS], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    count, *failed = result.stdout.strip().splitlines()
+    assert int(count) > 50
+    failed = [line for line in failed if line]
+    assert not failed, "\n".join(failed)

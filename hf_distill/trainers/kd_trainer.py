@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTTrainer
 
+from ..forward_redirect import call_inside_forward
 from ..losses.token_kd import KDLossTerms, LogitSource
 from ..model_card import ModelCardMixin
 from ..modeling import final_hidden_states, fused_head_obstacle, lm_head
@@ -33,7 +34,6 @@ from ..teachers.sources import (
 )
 from ..teachers.sources.precomputed import keep_signal_columns
 from .config_conversion import as_config
-from .forward_redirect import call_inside_forward
 from .input_checks import check_after_sft_init, check_before_sft_init
 from .kd_config import KDConfig
 from .schedules import scheduled_temperature

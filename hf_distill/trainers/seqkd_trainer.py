@@ -16,11 +16,11 @@ from datasets import Dataset
 from torch import Tensor, nn
 from transformers import PreTrainedModel, TrainingArguments
 
+from ..forward_redirect import call_inside_forward
 from ..losses.cross_entropy import cross_entropy_sum
 from ..losses.token_kd import IGNORE_INDEX, causal_targets
 from ..teachers.sources import TeacherNeeds, TeacherRequest, check_compatible, resolve_teacher_source
 from .config_conversion import as_config
-from .forward_redirect import call_inside_forward
 from .kd_trainer import MODEL_INPUT_KEYS, KDTrainer
 from .seqkd_config import SeqKDConfig
 

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 
 from ...crosstok.distiller import CrossTokenizerDistiller, TeacherView
+from ...forward_redirect import call_inside_forward
 from ...losses.token_kd import KDLossTerms
 from ...modeling import check_context_length, vocab_rows
-from ...trainers.forward_redirect import call_inside_forward
 from ..frozen import materialize_teacher
 from .base import Capabilities, TeacherRequest, TeacherSource
 from .live import place_teacher

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from ...forward_redirect import call_inside_forward
 from ...losses.token_kd import LogitSource
 from ...modeling import check_context_length, final_hidden_states, lm_head, supports_fused_head, vocab_rows
-from ...trainers.forward_redirect import call_inside_forward
 from ..frozen import check_same_vocabulary, materialize_teacher
 from .base import Capabilities, TeacherRequest, TeacherSource
 from .registry import register_teacher_source

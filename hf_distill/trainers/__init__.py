@@ -1,5 +1,7 @@
 """Trainers (thin `transformers.Trainer` subclasses) and their configs."""
 
+from .cotrained_config import MutualKDConfig, OnlineKDConfig
+from .cotrained_trainer import MutualKDTrainer, OnlineKDTrainer
 from .feature_config import FeatureKDConfig
 from .feature_trainer import FeatureKDTrainer
 from .kd_config import KDConfig
@@ -16,6 +18,10 @@ __all__ = [
     "KDTrainer",
     "MTPConfig",
     "MTPTrainer",
+    "MutualKDConfig",
+    "MutualKDTrainer",
+    "OnlineKDConfig",
+    "OnlineKDTrainer",
     "SeqKDConfig",
     "SeqKDTrainer",
 ]

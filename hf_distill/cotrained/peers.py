@@ -34,6 +34,7 @@ class Peer:
     optimizer: torch.optim.Optimizer | None = None
     scheduler: Any = None
     teachers: list[str] = field(default_factory=list)  # names of the models it distils from
+    last_lr: float | None = None
 
     def trainable(self) -> dict[str, nn.Parameter]:
         return {name: p for name, p in self.module.named_parameters() if p.requires_grad}
@@ -70,11 +71,13 @@ class Peer:
         if params and max_grad_norm and max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         self.optimizer.step()
+        self.last_lr = float(self.optimizer.param_groups[0]["lr"])  # the rate of this step, as the Trainer logs it
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     @property
     def current_lr(self) -> float:
+        """The learning rate the next step will use."""
         return float(self.optimizer.param_groups[0]["lr"])
 
     # ---- checkpoints ---------------------------------------------------------------------------------

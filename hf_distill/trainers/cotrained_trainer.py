@@ -213,7 +213,8 @@ class CoTrainedTrainer(KDTrainer):
                     logs[f"{prefix}{name}_{stat}"] = value / tokens
             if mode == "train":
                 for peer in self.peers:
-                    logs[f"{peer.name}_learning_rate"] = peer.current_lr
+                    if peer.last_lr is not None:
+                        logs[f"{peer.name}_learning_rate"] = peer.last_lr
         super().log(logs, start_time)
 
     def _teachers_of(self, name: str) -> list[str]:

@@ -199,3 +199,40 @@ def test_logs_name_each_heads_terms(tmp_path):
 def test_bad_settings_are_refused(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         kd_args(tmp_path, config_class=MTPConfig, **overrides)
+
+
+def test_gradient_accumulation_matches_one_large_batch(tmp_path):
+    def run(output_dir, batch, accumulation):
+        trainer = _trainer(
+            output_dir, make_tiny_llama(seed=0), rows=4, max_steps=1, optim="sgd", learning_rate=0.5,
+            per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_grad_norm=0.0,
+        )  # fmt: skip
+        _randomise(trainer.mtp_heads)
+        trainer.train()
+        return trainer
+
+    big, small = run(tmp_path / "big", 4, 1), run(tmp_path / "small", 2, 2)
+    for (name, a), b in zip(big.model.named_parameters(), small.model.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+    for (name, a), b in zip(big.mtp_heads.named_parameters(), small.mtp_heads.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_lora_student_trains_adapters_and_heads_and_exports_the_adapter(tmp_path):
+    from peft import LoraConfig
+
+    trainer = MTPTrainer(
+        model=make_tiny_llama(seed=0),
+        args=kd_args(tmp_path, config_class=MTPConfig, max_steps=2),
+        train_dataset=make_text_dataset(num_rows=8),
+        processing_class=make_word_tokenizer(),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    frozen = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not p.requires_grad}
+    trainer.train()
+    for name, value in frozen.items():
+        assert torch.equal(dict(trainer.model.named_parameters())[name], value), name
+    assert trainer.mtp_heads.blocks[0].down.weight.abs().max() > 0
+    trainer.save_model(str(tmp_path / "export"))
+    assert (tmp_path / "export" / "adapter_config.json").is_file()
+    assert (tmp_path / "export" / "mtp_heads" / "heads.safetensors").is_file()

@@ -296,3 +296,9 @@ class OnlineKDTrainer(CoTrainedTrainer):
     @property
     def student_teachers(self) -> list[str]:
         return ["teacher"]
+
+    @property
+    def teacher_model(self) -> nn.Module | None:
+        """The co-trained teacher (named on the student's model card)."""
+        peers = getattr(self, "peers", None)
+        return peers[0].module if peers else None

@@ -22,6 +22,18 @@ OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 
 
+def broadcast_from_main_process(module: nn.Module) -> None:
+    """Give every process the main process's values (what DDP does for the student when it wraps it), so models
+    built with different random initialisations on different processes cannot drift apart."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if torch.distributed.get_world_size() < 2:
+        return
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            torch.distributed.broadcast(tensor.data, src=0)
+
+
 @dataclass
 class Peer:
     """One co-trained model: its name in logs and folders, where its export goes, and its training state."""

@@ -16,6 +16,8 @@ def _check_common(config: KDConfig, trainer: str) -> None:
             f"{trainer} does not support fp16: the loss scaler would scale the other models' gradients without "
             "unscaling them. Use bf16=True (or float32)."
         )
+    if str(config.lr_scheduler_type).endswith("reduce_lr_on_plateau"):
+        raise ValueError(f"{trainer} gives every model its own schedule; reduce_lr_on_plateau is not supported.")
     if config.cross_tokenizer:
         raise ValueError(f"{trainer} compares models token by token; cross_tokenizer=True has no meaning here.")
     if config.teacher_model_name_or_path or config.teacher_ensemble:

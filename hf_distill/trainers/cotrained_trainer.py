@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..cotrained.peers import PEERS_DIR, Peer
+from ..cotrained.peers import PEERS_DIR, Peer, broadcast_from_main_process
 from ..forward_redirect import call_inside_forward
 from ..losses.peer_kd import peer_kd_terms
 from ..losses.token_kd import LogitSource, causal_targets
@@ -39,10 +39,15 @@ MODEL_STATS = ("loss", "hard_loss", "soft_loss", "agreement", "tokens")
 
 
 class _StepPeers(TrainerCallback):
-    """Right after the student's optimizer step: each co-trained model takes its own."""
+    """Every process starts from the same co-trained models; right after the student's optimizer step, each
+    co-trained model takes its own."""
 
     def __init__(self, trainer: CoTrainedTrainer) -> None:
         self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        for peer in self.trainer.peers:
+            broadcast_from_main_process(peer.module)
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         for peer in self.trainer.peers:

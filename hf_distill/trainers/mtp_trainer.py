@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from transformers import TrainerCallback
 
 from ..cotrained.mtp_heads import MTP_HEADS_DIR, MTPHeads
+from ..cotrained.peers import broadcast_from_main_process
 from ..forward_redirect import call_inside_forward
 from ..losses.cross_entropy import cross_entropy_sum
 from ..losses.mtp import depth_targets, lagged_rows, lead_rows, mtp_depth_terms
@@ -40,10 +41,14 @@ DEPTH_STATS = ("ce", "kl", "agreement", "tokens")
 
 
 class _ZeroHeadGrads(TrainerCallback):
-    """The Trainer zeroes only the model's gradients after a step; the heads need the same."""
+    """The same heads on every process at the start, and zeroed gradients after each step (the Trainer zeroes
+    only the model's)."""
 
     def __init__(self, heads: nn.Module) -> None:
         self.heads = heads
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        broadcast_from_main_process(self.heads)  # after a resume too: every process loaded the same checkpoint
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.heads.zero_grad(set_to_none=True)

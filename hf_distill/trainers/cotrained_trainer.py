@@ -201,6 +201,14 @@ class CoTrainedTrainer(KDTrainer):
             for peer in self.peers:
                 peer.export(output_dir or self.args.output_dir, self.processing_class, type(self).__name__)
 
+    def push_to_hub(self, *args: Any, **kwargs: Any) -> Any:
+        """Push the student with the other models in their folders below it (`Trainer.push_to_hub` saves with an
+        internal call, which `save_model` leaves without exports)."""
+        if self.args.should_save:
+            for peer in self.peers:
+                peer.export(self.args.output_dir, self.processing_class, type(self).__name__)
+        return super().push_to_hub(*args, **kwargs)
+
     # ---- logging -----------------------------------------------------------------------------------
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -201,6 +201,8 @@ def test_exports_and_logs_name_every_model(tmp_path):
         torch.testing.assert_close(student(ids).logits, trainer.model(ids).logits, rtol=0, atol=0)
         torch.testing.assert_close(teacher(ids).logits, trainer.peers[0].module(ids).logits, rtol=0, atol=0)
     assert "online distillation" in (out / "teacher" / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "online distillation" in card and "teacher (teacher/)" in card
 
 
 def test_lora_peer_trains_its_adapters_only(tmp_path):
@@ -228,3 +230,40 @@ def test_bad_input_is_refused(tmp_path):
         kd_args(tmp_path, config_class=OnlineKDConfig, teacher_learning_rate=0.0)
     with pytest.raises(ValueError, match="frozen teacher"):
         kd_args(tmp_path, config_class=MutualKDConfig, teacher_model_name_or_path="some/teacher")
+
+
+def test_lora_student_with_a_full_peer_and_evaluation_logs_each_model(tmp_path):
+    from peft import LoraConfig
+
+    trainer = MutualKDTrainer(
+        model=make_tiny_llama(seed=0),
+        peers=[make_tiny_llama(seed=1)],
+        args=kd_args(tmp_path, config_class=MutualKDConfig, max_steps=2),
+        train_dataset=make_text_dataset(num_rows=8),
+        eval_dataset=make_text_dataset(num_rows=4, seed=3),
+        processing_class=make_word_tokenizer(),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    peer_before = {n: p.detach().clone() for n, p in trainer.peers[0].module.named_parameters()}
+    trainer.train()
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert all(not torch.equal(p, peer_before[n]) for n, p in trainer.peers[0].module.named_parameters() if "proj" in n)
+    metrics = trainer.evaluate()
+    for name in ("eval_student_loss", "eval_student_soft_loss", "eval_peer1_hard_loss"):
+        assert name in metrics, sorted(metrics)
+
+
+def test_resuming_from_a_checkpoint_without_the_peers_is_refused(tmp_path):
+    from hf_distill import KDConfig, KDTrainer
+
+    KDTrainer(
+        model=make_tiny_llama(seed=0),
+        teacher_model=make_tiny_llama(seed=1),
+        args=kd_args(tmp_path / "kd", config_class=KDConfig, save_strategy="steps", save_steps=1, max_steps=1),
+        train_dataset=make_text_dataset(num_rows=4),
+        processing_class=make_word_tokenizer(),
+    ).train()
+    trainer = _mutual(tmp_path / "mutual", [make_tiny_llama(seed=1)])
+    with pytest.raises(ValueError, match="no state for the co-trained model 'peer1'"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "kd" / "checkpoint-1"))

@@ -151,6 +151,8 @@ def test_exported_student_is_a_plain_model_and_heads_are_saved_beside_it(tmp_pat
     heads = MTPHeads.from_folder(str(out))
     for (name, saved), trained in zip(heads.state_dict().items(), trainer.mtp_heads.state_dict().values()):
         assert torch.equal(saved, trained.cpu()), name
+    card = (out / "README.md").read_text()
+    assert "multi-token-prediction self-distillation" in card and "own main head" in card
     # The heads did learn (the block's output layer started at zero).
     assert trainer.mtp_heads.blocks[0].down.weight.abs().max() > 0
 

@@ -26,6 +26,7 @@ from ..cotrained.peers import PEERS_DIR, Peer, broadcast_from_main_process
 from ..forward_redirect import call_inside_forward
 from ..losses.peer_kd import peer_kd_terms
 from ..losses.token_kd import LogitSource, causal_targets
+from ..model_card import ModelCardInfo
 from ..modeling import final_hidden_states, fused_head_obstacle, lm_head, vocab_rows
 from ..teachers.sources import TeacherNeeds
 from .cotrained_config import MutualKDConfig, OnlineKDConfig
@@ -58,6 +59,7 @@ class CoTrainedTrainer(KDTrainer):
     """Base of the co-trained trainers: the student is `model`, the others are `Peer`s built by subclasses."""
 
     teacher_needs: ClassVar[TeacherNeeds] = TeacherNeeds("CoTrainedTrainer", teacher_required=False)
+    regime: ClassVar[str] = "co-trained distillation"  # names the method on the student's model card
 
     def __init__(self, model: Any, args: Any = None, *positional: Any, others: Sequence[Any], **kwargs: Any) -> None:
         super().__init__(model, args, *positional, **kwargs)
@@ -75,6 +77,16 @@ class CoTrainedTrainer(KDTrainer):
         for peer in self.peers:
             peer.module.to(self.args.device)
         self.add_callback(_StepPeers(self))
+        if self.model_card_info is None:
+            self.model_card_info = self._card_info()
+
+    def _card_info(self) -> ModelCardInfo:
+        args, others = self.args, ", ".join(f"{peer.name} ({peer.export_subdir}/)" for peer in self.peers)
+        return ModelCardInfo(
+            teacher=f"co-trained in the same run: {others}",
+            method=f"{self.regime}: (1 - alpha) * cross-entropy + alpha * T^2 * mean {args.divergence}(other || "
+            f"student) over {', '.join(self.student_teachers)}, with alpha = {args.alpha} and T = {args.temperature}",
+        )
 
     def _build_peers(self, modules: list[nn.Module]) -> list[Peer]:
         raise NotImplementedError
@@ -248,6 +260,7 @@ class MutualKDTrainer(CoTrainedTrainer):
     """
 
     _tag_names = ["trl", "sft", "hf_distill", "knowledge-distillation", "mutual-learning"]
+    regime = "deep mutual learning"
     config_class = MutualKDConfig
     config_suffix = "Mutual"
     teacher_needs = TeacherNeeds("MutualKDTrainer", teacher_required=False)
@@ -289,6 +302,7 @@ class OnlineKDTrainer(CoTrainedTrainer):
     """
 
     _tag_names = ["trl", "sft", "hf_distill", "knowledge-distillation", "online-distillation"]
+    regime = "online distillation (the teacher trains on the labels alone)"
     config_class = OnlineKDConfig
     config_suffix = "Online"
     teacher_needs = TeacherNeeds("OnlineKDTrainer", teacher_required=False)

@@ -29,6 +29,7 @@ from ..forward_redirect import call_inside_forward
 from ..losses.cross_entropy import cross_entropy_sum
 from ..losses.mtp import depth_targets, lagged_rows, lead_rows, mtp_depth_terms
 from ..losses.token_kd import IGNORE_INDEX, KDLossTerms, LogitSource, causal_targets
+from ..model_card import ModelCardInfo, describe_method
 from ..modeling import final_hidden_states, fused_head_obstacle, lm_head
 from ..teachers.sources import TeacherNeeds
 from .kd_trainer import MODEL_INPUT_KEYS, KDTrainer
@@ -81,7 +82,20 @@ class MTPTrainer(KDTrainer):
             head, args.mtp_num_heads, args.mtp_tie_projection, args.mtp_intermediate_size
         )
         self.add_callback(_ZeroHeadGrads(self.mtp_heads))
+        if self.model_card_info is None:
+            self.model_card_info = self._card_info()
         logger.info("MTP: %d auxiliary head(s), tied projection: %s", args.mtp_num_heads, args.mtp_tie_projection)
+
+    def _card_info(self) -> ModelCardInfo:
+        args = self.args
+        main = "cross-entropy on the labels" if self.teacher_source is None else describe_method(args)
+        heads = (
+            f"plus {args.mtp_num_heads} auxiliary next-k-token head(s) trained with {args.mtp_ce_weight} * CE + "
+            f"{args.mtp_kd_weight} * T^2 * KL(main head || head) at T = {args.mtp_temperature} (saved in "
+            f"{MTP_HEADS_DIR}/, not part of this model)"
+        )
+        teacher = None if self.teacher_source is not None else "none: the model's own main head (self-distillation)"
+        return ModelCardInfo(teacher=teacher, method=f"multi-token-prediction self-distillation: {main}, {heads}")
 
     # ---- the step ----------------------------------------------------------------------------------
 

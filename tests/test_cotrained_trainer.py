@@ -267,3 +267,25 @@ def test_resuming_from_a_checkpoint_without_the_peers_is_refused(tmp_path):
     trainer = _mutual(tmp_path / "mutual", [make_tiny_llama(seed=1)])
     with pytest.raises(ValueError, match="no state for the co-trained model 'peer1'"):
         trainer.train(resume_from_checkpoint=str(tmp_path / "kd" / "checkpoint-1"))
+
+
+def test_push_to_hub_uploads_the_teacher_beside_the_student(tmp_path):
+    from pathlib import Path
+    from unittest import mock
+
+    trainer = _online(tmp_path, hub_model_id="someone/online-student")
+    trainer.train()
+    uploaded = {}
+
+    def fake_upload(**kwargs):
+        folder = Path(kwargs["folder_path"])
+        uploaded["files"] = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        return "commit-url"
+
+    api = mock.MagicMock()
+    api.create_repo.return_value = mock.MagicMock(repo_id="someone/online-student")
+    api.upload_folder.side_effect = fake_upload
+    with mock.patch("transformers.trainer.hf_api", return_value=api):
+        trainer.push_to_hub()
+    for name in ("model.safetensors", "README.md", "teacher/model.safetensors", "teacher/README.md"):
+        assert name in uploaded["files"], uploaded["files"]

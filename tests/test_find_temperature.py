@@ -6,8 +6,7 @@ import pytest
 import torch
 from conftest import kd_args, make_text_dataset, make_tiny_llama, make_word_tokenizer, reference_kd_loss
 
-from hf_distill import KDTrainer
-from hf_distill import find_temperature
+from hf_distill import KDTrainer, find_temperature
 
 
 def build(tmp_path, **overrides) -> KDTrainer:

@@ -96,3 +96,15 @@ def test_feature_weight_step_schedule_switches_the_term_on(tmp_path):
     trainer.train()
     logged = [e["hidden_loss_weight"] for e in trainer.state.log_history if "hidden_loss_weight" in e]
     assert logged == [0.0, 0.0, 1.5, 1.5]
+
+
+def test_cross_tokenizer_teacher_follows_the_alpha_schedule_and_trial_weights(tmp_path):
+    from test_crosstok_trainer import _trainer
+
+    trainer = _trainer(tmp_path, max_steps=3, alpha=0.1, loss_weight_schedules={"alpha": "step:2:0.9"})
+    trainer.train()
+    assert [e["alpha"] for e in trainer.state.log_history if "alpha" in e] == [0.1, 0.1, 0.9]
+    assert trainer.teacher_source.distiller.alpha == 0.9  # the value its loss used in the last step
+    trainer.args.uld_weight = 0.25  # what a search trial does to args
+    trainer.reload_loss_settings()
+    assert trainer.teacher_source.distiller.spec.uld_weight == 0.25

@@ -65,6 +65,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         ("TeacherGenerationConfig", "UnitTestExecutionCheck", "generate_teacher_completions"), "teachers.generation"
     ),
+    # Choosing settings: held-out KD loss per temperature, without training.
+    **dict.fromkeys(("TemperatureScore", "TemperatureSearch", "find_temperature"), "search"),
     # Layer maps for feature distillation.
     **dict.fromkeys(
         (

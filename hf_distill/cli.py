@@ -8,9 +8,11 @@
     hf-distill generate --teacher ... --dataset prompts.jsonl --out completions/               # SeqKD completions
     hf-distill estimate --teacher 70B --student 8B --tokens 20e9 --accelerator a100-80gb      # cost, memory, fit
     hf-distill inspect-teacher --teacher ... --dataset stdlib --num_rows 16   # top-k mass, KL lost, storage per k
+    hf-distill find-temperature --student ... --teacher_model_name_or_path ... --temperatures 1 2 4  # held-out KD loss
 
-`hf-distill <command> --help` lists a command's options; recipe, precompute, generate, estimate and
-inspect-teacher also read them from YAML (`--config file.yaml`, command-line flags override the file).
+`hf-distill <command> --help` lists a command's options; recipe, precompute, generate, estimate,
+inspect-teacher and find-temperature also read them from YAML (`--config file.yaml`, command-line flags
+override the file).
 
 `hf-distill recipe` runs in one process; for several processes use
 `accelerate launch [--config_file recipes/accelerate/ddp.yaml] recipes/deepseek_to_llama3.py ...`.
@@ -119,6 +121,12 @@ def _inspect_teacher(argv: Sequence[str]) -> int:
     return inspect_teacher_main(list(argv))
 
 
+def _find_temperature(argv: Sequence[str]) -> int:
+    from .search.cli import main as find_temperature_main
+
+    return find_temperature_main(list(argv))
+
+
 COMMANDS = {
     "recipe": _recipe,
     "report": _report,
@@ -128,6 +136,7 @@ COMMANDS = {
     "generate": _generate,
     "estimate": _estimate,
     "inspect-teacher": _inspect_teacher,
+    "find-temperature": _find_temperature,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..features.layer_maps import STRATEGIES
 from ..losses.attention import HEAD_REDUCTIONS
@@ -85,5 +86,23 @@ class FeatureKDConfig(KDConfig):
                 f"attention_head_reduction must be one of {', '.join(HEAD_REDUCTIONS)}, "
                 f"got {self.attention_head_reduction!r}."
             )
+
+    def schedulable_weights(self) -> dict[str, Any]:
+        """`KDConfig`'s schedulable weights plus the feature terms' (each >= 0)."""
+        return {
+            **super().schedulable_weights(),
+            "hidden_loss_weight": require_non_negative,
+            "attention_loss_weight": require_non_negative,
+        }
+
+    def check_loss_settings(self) -> None:
+        super().check_loss_settings()
         for name in ("hidden_loss_weight", "attention_loss_weight"):
             require_non_negative(name, getattr(self, name))
+
+    def feature_term_active(self, name: str) -> bool:
+        """Whether ``name`` is ever weighted above 0 (so its activations must be captured at all)."""
+        schedule = self.weight_schedules().get(name)
+        start = getattr(self, name)
+        values = schedule.values_reached(start) if schedule is not None else (start,)
+        return max(values) > 0

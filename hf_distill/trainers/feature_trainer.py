@@ -80,14 +80,17 @@ class FeatureKDTrainer(KDTrainer):
         )
         logger.info(format_layer_map(self.layer_map, n_student, n_teacher))
 
-        use_hidden = args.hidden_loss_weight > 0
-        use_attention = args.attention_loss_weight > 0
+        # A term is captured if its weight is ever above 0 (its schedule may start at 0).
+        use_hidden = args.feature_term_active("hidden_loss_weight")
+        use_attention = args.feature_term_active("attention_loss_weight")
+        self.active_feature_terms = {"hidden_loss_weight": use_hidden, "attention_loss_weight": use_attention}
         if use_attention:
             ensure_eager_attention(student, args.feature_switch_to_eager, "student")
             ensure_eager_attention(teacher, args.feature_switch_to_eager, "teacher")
         student_layers = [s for s, _ in self.layer_map]
         teacher_layers = [t for _, t in self.layer_map]
         self.student_capture = LayerCapture(student, student_layers, hidden=use_hidden, attention=use_attention)
+        self._captured_student = student
         self.teacher_capture = LayerCapture(teacher, teacher_layers, hidden=use_hidden, attention=use_attention)
 
         student_width = student.config.get_text_config().hidden_size
@@ -105,6 +108,30 @@ class FeatureKDTrainer(KDTrainer):
                 "feature_always_project so that no projection is needed."
             )
         self.add_callback(_ZeroProjectionGrads(self.feature_projections))
+
+    def reload_loss_settings(self) -> None:
+        """`KDTrainer`'s re-read, plus: the feature terms captured at construction must still cover the new
+        weights, and a student that `model_init` rebuilt for a trial gets the student hooks again."""
+        super().reload_loss_settings()
+        for name, captured in self.active_feature_terms.items():
+            if not captured and self.args.feature_term_active(name):
+                raise ValueError(
+                    f"{name} is now above 0, but it was 0 when this FeatureKDTrainer was built, so those activations "
+                    f"are not captured. Build the trainer with {name} > 0 (or a schedule that reaches it) to search "
+                    "over it; a trial may still set it to 0."
+                )
+        student = core_model(self.accelerator.unwrap_model(self.model))
+        if student is not self._captured_student:
+            if self.active_feature_terms["attention_loss_weight"]:
+                ensure_eager_attention(student, self.args.feature_switch_to_eager, "student")
+            self.student_capture.remove()
+            self.student_capture = LayerCapture(
+                student,
+                [s for s, _ in self.layer_map],
+                hidden=self.active_feature_terms["hidden_loss_weight"],
+                attention=self.active_feature_terms["attention_loss_weight"],
+            )
+            self._captured_student = student
 
     # ---- the step ----------------------------------------------------------------------------------
 
@@ -125,7 +152,8 @@ class FeatureKDTrainer(KDTrainer):
             self.student_capture.clear()
             self.teacher_capture.clear()
         self._accumulate_feature_metrics(hidden_sum, attention_sum, mask.sum())
-        extra = self.args.hidden_loss_weight * hidden_sum + self.args.attention_loss_weight * attention_sum
+        weights = self.loss_settings
+        extra = weights["hidden_loss_weight"] * hidden_sum + weights["attention_loss_weight"] * attention_sum
         return KDLossTerms(
             terms.loss + extra.to(terms.loss.dtype),
             terms.soft_sum,
@@ -142,13 +170,13 @@ class FeatureKDTrainer(KDTrainer):
         attention_sum = torch.zeros((), device=device)
         needs_grad = torch.is_grad_enabled() and self.model.training
         for s, t in self.layer_map:
-            if self.args.hidden_loss_weight > 0:
+            if self.active_feature_terms["hidden_loss_weight"]:
                 student_states = self.student_capture.hidden_state(s)
                 self._check_graph(student_states, needs_grad, s, "hidden states")
                 projected = self.feature_projections(s, t, student_states)
                 teacher_states = self.teacher_capture.hidden_state(t)
                 hidden_sum = hidden_sum + hidden_state_loss(projected, teacher_states, mask, self.args.hidden_loss_type)
-            if self.args.attention_loss_weight > 0:
+            if self.active_feature_terms["attention_loss_weight"]:
                 student_maps = self.student_capture.attention(s)
                 self._check_graph(student_maps, needs_grad, s, "attention maps")
                 attention_sum = attention_sum + attention_kl_loss(
@@ -246,8 +274,9 @@ class FeatureKDTrainer(KDTrainer):
         if sums is not None:
             tokens = max(float(sums[2]), 1.0)
             prefix = "eval_" if mode == "eval" else ""
-            weights = (self.args.hidden_loss_weight, self.args.attention_loss_weight)
-            for index, (name, weight) in enumerate(zip(FEATURE_TERMS, weights)):
-                if weight > 0:
+            terms = self.active_feature_terms
+            active = (terms["hidden_loss_weight"], terms["attention_loss_weight"])
+            for index, (name, on) in enumerate(zip(FEATURE_TERMS, active)):
+                if on:
                     logs[f"{prefix}{name}"] = float(sums[index]) / tokens
         super().log(logs, start_time)

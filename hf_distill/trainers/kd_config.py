@@ -10,9 +10,10 @@ from trl import SFTConfig
 from ..losses.cross_vocab import CrossVocabLossSpec
 from ..losses.divergences import DIVERGENCES
 from ..losses.precision import LOSS_PRECISIONS
-from ..losses.settings import require_positive
+from ..losses.settings import require_in_range, require_positive
 from ..losses.teacher_mixture import COMBINE_MODES, check_mixture_weights
 from ..losses.token_kd import KDLossSpec
+from .loss_schedules import WeightSchedule, parse_weight_schedules
 from .schedules import scheduled_temperature
 
 
@@ -41,6 +42,12 @@ class KDConfig(SFTConfig):
             the training steps (soft targets early, sharper ones late).
         temperature_end (`float`, *optional*):
             Final temperature of a non-constant schedule. Must be > 0.
+        loss_weight_schedules (`dict[str, str]`, *optional*):
+            Curricula for the loss weights, e.g. `{"alpha": "linear:0.9", "hidden_loss_weight": "step:200:1.0"}`:
+            `constant`, `linear:END`, `cosine:END` (from the configured value to END over training) or
+            `step:K:VALUE` (the configured value for the first K optimizer steps, then VALUE). Schedulable:
+            `alpha` (and `hidden_loss_weight`, `attention_loss_weight` in `FeatureKDConfig`). The current values
+            are logged each step; see docs/staged_distillation.md.
         jsd_beta (`float`, defaults to `0.5`):
             Generalized JSD interpolation: 0 is forward KL, 1 reverse KL, 0.5 the symmetric JSD.
         skew_lambda (`float`, defaults to `0.1`):
@@ -106,7 +113,7 @@ class KDConfig(SFTConfig):
             Compare only the top-k ranks in ULD (much faster with large vocabularies). Default: all ranks.
     """
 
-    _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs"]
+    _VALID_DICT_FIELDS = SFTConfig._VALID_DICT_FIELDS + ["teacher_model_init_kwargs", "loss_weight_schedules"]
 
     temperature: float = field(default=1.0, metadata={"help": "Softmax temperature for teacher and student (> 0)."})
     alpha: float = field(default=0.5, metadata={"help": "Weight of the soft term; 1 - alpha weights the CE term."})
@@ -118,6 +125,10 @@ class KDConfig(SFTConfig):
         metadata={"help": "Temperature schedule.", "choices": ["constant", "linear", "cosine"]},
     )
     temperature_end: float | None = field(default=None, metadata={"help": "Final temperature of the schedule."})
+    loss_weight_schedules: dict[str, str] | str | None = field(
+        default=None,
+        metadata={"help": 'Loss-weight curricula, e.g. \'{"alpha": "linear:0.9"}\' (constant, linear:END, ...).'},
+    )
     jsd_beta: float = field(default=0.5, metadata={"help": "Generalized JSD beta (0 forward KL, 1 reverse KL)."})
     skew_lambda: float = field(default=0.1, metadata={"help": "Mixing weight of the skew KL divergences."})
     loss_chunk_size: int | None = field(default=None, metadata={"help": "Token positions per loss chunk."})
@@ -167,16 +178,32 @@ class KDConfig(SFTConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        # Validation lives in KDLossSpec so the loss functions and the config can never disagree.
-        self.loss_spec()
-        scheduled_temperature(self.temperature_schedule, self.temperature, self.temperature_end, 0, 1)
-        if self.temperature_end is not None:
-            require_positive("temperature_end", self.temperature_end)
+        self.check_loss_settings()
         if self.teacher_micro_batch_size is not None and self.teacher_micro_batch_size < 1:
             raise ValueError(f"teacher_micro_batch_size must be >= 1, got {self.teacher_micro_batch_size}.")
         if self.cross_tokenizer:
             self.cross_vocab_spec()
         self._check_teacher_kind_settings()
+
+    def check_loss_settings(self) -> None:
+        """Validate every loss setting; run again when a search trial sets fields after construction."""
+        # Validation lives in KDLossSpec so the loss functions and the config can never disagree.
+        self.loss_spec()
+        scheduled_temperature(self.temperature_schedule, self.temperature, self.temperature_end, 0, 1)
+        if self.temperature_end is not None:
+            require_positive("temperature_end", self.temperature_end)
+        self.weight_schedules()
+
+    def schedulable_weights(self) -> dict[str, Any]:
+        """Loss weights that `loss_weight_schedules` may name, each with its range check."""
+        return {"alpha": lambda name, value: require_in_range(name, value, 0.0, 1.0)}
+
+    def weight_schedules(self) -> dict[str, WeightSchedule]:
+        """`loss_weight_schedules`, parsed and validated (every value a weight reaches is in its range)."""
+        schedules = self.loss_weight_schedules
+        if schedules is not None and not isinstance(schedules, dict):
+            raise ValueError(f"loss_weight_schedules must be a mapping of weight name to schedule, got {schedules!r}.")
+        return parse_weight_schedules(schedules, self.schedulable_weights(), self)
 
     def _check_teacher_kind_settings(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:
@@ -206,12 +233,12 @@ class KDConfig(SFTConfig):
             precision=self.loss_precision,
         )
 
-    def loss_spec(self, temperature: float | None = None) -> KDLossSpec:
-        """The loss settings of this config (at `temperature`, default the configured one), validated."""
+    def loss_spec(self, temperature: float | None = None, alpha: float | None = None) -> KDLossSpec:
+        """The loss settings of this config (at `temperature` and `alpha`, default the configured ones), validated."""
         return KDLossSpec(
             divergence=self.divergence,
             temperature=self.temperature if temperature is None else temperature,
-            alpha=self.alpha,
+            alpha=self.alpha if alpha is None else alpha,
             beta=self.jsd_beta,
             skew=self.skew_lambda,
             chunk_size=self.loss_chunk_size,

@@ -36,7 +36,7 @@ from ..teachers.sources.precomputed import keep_signal_columns
 from .config_conversion import as_config
 from .input_checks import check_after_sft_init, check_before_sft_init
 from .kd_config import KDConfig
-from .schedules import scheduled_temperature
+from .loss_schedules import loss_settings_at
 from .step_sums import StepSums
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,9 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
             `args.cross_tokenizer=True`, to tokenize the text for the teacher (different tokenizers).
         teacher_prompt_fn: with `cross_tokenizer`, rewrites the student's prompt text into the teacher's
             format (e.g. its chat template); default: the teacher reads the same text.
+        model_init: builds a fresh student for each `hyperparameter_search` trial (as `Trainer`'s argument);
+            `model` may then be None. Loss settings a trial sets on `args` (temperature, alpha, divergence,
+            feature weights, schedules) take effect: they are re-read whenever training starts.
         Everything else is passed to `SFTTrainer` unchanged (datasets in any of its formats, collators,
         callbacks, `peft_config` for a LoRA student, ...).
     """
@@ -102,10 +105,13 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
         teacher_model: Any = None,
         teacher_processing_class: Any = None,
         teacher_prompt_fn: Callable[[str], str] | None = None,
+        model_init: Callable[..., nn.Module] | None = None,
         **sft_kwargs: Any,
     ) -> None:
+        model = first_student(model, model_init, sft_kwargs)
         args = as_config(self.config_class, args, model, self.config_suffix)
         self.loss_spec = args.loss_spec()
+        self.loss_settings = loss_settings_at(args, 0, 0)
         check_before_sft_init(model, args, train_dataset, processing_class)
         # Which teacher, and whether it can serve this trainer with these settings: decided before SFT prepares
         # (and possibly packs) the datasets, so a mismatch is refused at once.
@@ -128,6 +134,7 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
         # labels) and treat the result as already scaled for gradient accumulation.
         self.model_accepts_loss_kwargs = True
         self._loss_shifts_labels = True
+        self.model_init = model_init
         self.step_sums = StepSums()
         self.use_fused_head = self._decide_fused(args)
         if self.teacher_source is not None:
@@ -164,8 +171,8 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
         return_outputs: bool = False,
         num_items_in_batch: Tensor | int | None = None,
     ) -> Tensor | tuple[Tensor, Any]:
-        if self.args.temperature_schedule != "constant" and model.training:
-            self.loss_spec = self.args.loss_spec(temperature=self.current_temperature())
+        if model.training:
+            self.apply_loss_settings(self.state.global_step)
         model_inputs = {k: v for k, v in inputs.items() if k in MODEL_INPUT_KEYS}
         terms = self.loss_terms(model, inputs, model_inputs)
         loss = self.normalise(terms.loss, terms.num_tokens, num_items_in_batch)
@@ -187,9 +194,30 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
 
     def current_temperature(self) -> float:
         """The temperature for the current optimizer step under `temperature_schedule`."""
-        args = self.args
-        step, total = self.state.global_step, self.state.max_steps
-        return scheduled_temperature(args.temperature_schedule, args.temperature, args.temperature_end, step, total)
+        return loss_settings_at(self.args, self.state.global_step, self.state.max_steps)["temperature"]
+
+    def apply_loss_settings(self, step: int) -> None:
+        """Set the temperature and loss weights of optimizer step ``step`` (schedules are pure functions of it)."""
+        self.loss_settings = loss_settings_at(self.args, step, self.state.max_steps)
+        self.loss_spec = self.args.loss_spec(
+            temperature=self.loss_settings["temperature"], alpha=self.loss_settings["alpha"]
+        )
+
+    # ---- search trials: loss settings are read from `args` when training starts ----------------------
+
+    def _hp_search_setup(self, trial: Any) -> None:
+        # `Trainer.train` calls this at the start of every run (trial or not), after `model_init` built the
+        # student; a search backend has just written the trial's values onto `args`.
+        super()._hp_search_setup(trial)
+        self.reload_loss_settings()
+
+    def reload_loss_settings(self) -> None:
+        """Re-read (and re-validate) the loss settings from `args` after fields were set on it."""
+        self.args.check_loss_settings()
+        self.apply_loss_settings(self.state.global_step)
+        self.use_fused_head = self._decide_fused(self.args)
+        if self.teacher_source is not None:
+            self.teacher_source.settings_changed(self)
 
     def normalise(self, loss_sum: Tensor, local_tokens: Tensor, num_items_in_batch: Tensor | int | None) -> Tensor:
         """Divide the summed loss once by the target-token count of the whole optimizer step.
@@ -278,6 +306,31 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
             logs[f"{prefix}hard_loss"] = float(sums[1]) / tokens
             logs[f"{prefix}teacher_agreement"] = float(sums[2]) / tokens
             logs[f"{prefix}teacher_kl"] = float(sums[3]) / tokens
-            if mode == "train" and self.args.temperature_schedule != "constant":
-                logs["temperature"] = self.loss_spec.temperature
+            if mode == "train":
+                logs.update(self.logged_loss_settings())
         super().log(logs, start_time)
+
+    def logged_loss_settings(self) -> dict[str, float]:
+        """Temperature and alpha in force at the last step, and every other weight that follows a schedule."""
+        scheduled = self.args.weight_schedules()
+        return {
+            name: value
+            for name, value in self.loss_settings.items()
+            if name in ("temperature", "alpha") or name in scheduled
+        }
+
+
+def first_student(model: Any, model_init: Callable[..., nn.Module] | None, sft_kwargs: dict[str, Any]) -> Any:
+    """The student to construct with: ``model``, or the first one ``model_init`` builds (as `Trainer` does)."""
+    if model_init is None:
+        return model
+    if sft_kwargs.get("peft_config") is not None:
+        raise ValueError(
+            "model_init and peft_config cannot be combined: the student model_init builds for each trial would not "
+            "get the adapters. Return a PeftModel from model_init instead."
+        )
+    if model is not None:
+        return model
+    from transformers.trainer_utils import number_of_arguments
+
+    return model_init() if number_of_arguments(model_init) == 0 else model_init(None)

@@ -116,6 +116,10 @@ class TeacherSource:
     def after_optimizer_step(self, trainer: KDTrainer) -> None:
         """Called after every optimizer step (EMA update, a co-trained teacher's step, ...)."""
 
+    def settings_changed(self, trainer: KDTrainer) -> None:
+        """Called when the trainer re-read its loss settings from `args` (a search trial set new values):
+        follow them, or refuse ones this source cannot serve."""
+
     def save(self, folder: str) -> None:
         """Write the source's own state (if any) into a checkpoint folder."""
 

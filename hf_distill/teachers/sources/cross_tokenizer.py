@@ -54,6 +54,11 @@ class CrossTokenizerTeacher(TeacherSource):
         )
         self.model = place_teacher(trainer, model)
 
+    def settings_changed(self, trainer: KDTrainer) -> None:
+        # A trial may set the ULD / exact-match weights too; the temperature and alpha follow each step.
+        self.distiller.spec = trainer.args.cross_vocab_spec(temperature=trainer.loss_spec.temperature)
+        self.distiller.alpha = trainer.loss_spec.alpha
+
     @property
     def modules(self) -> list[nn.Module]:
         return [self.model] if self.model is not None else []
@@ -68,9 +73,10 @@ class CrossTokenizerTeacher(TeacherSource):
         """The teacher's own tokenization of the batch, aligned to the student's, and its logits at the rows the
         loss reads."""
         distiller = self.distiller
-        spec = trainer.loss_spec  # follows KDConfig.temperature_schedule
+        spec = trainer.loss_spec  # follows KDConfig.temperature_schedule and the alpha schedule
         if spec.temperature != distiller.spec.temperature:
             distiller.spec = dataclasses.replace(distiller.spec, temperature=spec.temperature)
+        distiller.alpha = spec.alpha
         view = distiller.prepare(inputs)
         teacher = trainer.accelerator.unwrap_model(self.model)
         if trainer.args.check_teacher_context:

@@ -98,6 +98,16 @@ def attach_offline_signal(trainer: Any) -> OfflineTeacher | None:
     for _, other in found[1:]:
         if other != metadata:
             raise TeacherSignalError("Train and eval datasets carry teacher columns from different captures.")
+    check_loss_settings(trainer, metadata)
+    for dataset, _ in found:
+        if hasattr(dataset, "with_format"):
+            validate_columns(dataset, metadata)
+    trainer.data_collator = OfflineSignalCollator(trainer.data_collator, metadata)
+    return OfflineTeacher(metadata)
+
+
+def check_loss_settings(trainer: Any, metadata: Any) -> None:
+    """The trainer's temperature, its schedule and divergence must suit the columns' capture."""
     spec: KDLossSpec = trainer.loss_spec
     schedule = getattr(trainer.args, "temperature_schedule", "constant")
     end = getattr(trainer.args, "temperature_end", None)
@@ -113,11 +123,6 @@ def attach_offline_signal(trainer: Any) -> OfflineTeacher | None:
         temperature=spec.temperature,
         divergence=spec.divergence,
     )
-    for dataset, _ in found:
-        if hasattr(dataset, "with_format"):
-            validate_columns(dataset, metadata)
-    trainer.data_collator = OfflineSignalCollator(trainer.data_collator, metadata)
-    return OfflineTeacher(metadata)
 
 
 def keep_signal_columns(signature_columns: list[str] | None) -> list[str]:
@@ -157,6 +162,10 @@ class PrecomputedTeacher(TeacherSource):
                 "The datasets carried precomputed teacher columns, but they were gone after SFT's dataset "
                 "preparation; pass the datasets unchanged (do not drop the teacher columns)."
             )
+
+    def settings_changed(self, trainer: KDTrainer) -> None:
+        if self.offline is not None:
+            check_loss_settings(trainer, self.offline.metadata)
 
     def describe(self) -> str:
         meta = self.offline.metadata if self.offline is not None else None

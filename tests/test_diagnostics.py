@@ -81,7 +81,8 @@ def test_sampled_sums_from_fused_sources_match_reference_on_the_sampled_rows():
     targets = torch.randint(0, vocab, (40,), generator=g)
     targets[::4] = -100
     student = LogitSource(s_states.requires_grad_(), s_head)
-    sums = sampled_diagnostic_sums(student, LogitSource(t_states, t_head), targets, 12, torch.Generator().manual_seed(1))
+    teacher = LogitSource(t_states, t_head)
+    sums = sampled_diagnostic_sums(student, teacher, targets, 12, torch.Generator().manual_seed(1))
     rows = sample_rows(targets, 12, torch.Generator().manual_seed(1))
     s_logits = (s_states.detach().double() @ s_head[:vocab].double().t()).numpy()[rows.numpy()]
     t_logits = (t_states.double() @ t_head.double().t()).numpy()[rows.numpy()]

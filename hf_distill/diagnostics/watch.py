@@ -7,7 +7,8 @@ The rules read the training logs' ``diag_*`` values (see `KDTrainer.log`) over t
 * agreement flat: top-1 agreement moved less than ``flat_agreement`` over the window while below
   ``agreement_ceiling`` (a student that already agrees may plateau);
 * correlation low: the teacher/student probability correlation stayed below ``min_correlation`` for the
-  whole window (0.8 is the rule of thumb of the distillation literature);
+  whole window (0.8 is the usual rule of thumb) and is not climbing (the second half of the window gains less
+  than ``min_correlation_gain`` on the first: a student that starts far from its teacher is low but improving);
 * entropy collapse: the student's entropy fell below ``collapse_ratio`` times the teacher's while the teacher
   is not itself near-deterministic.
 
@@ -37,6 +38,7 @@ class WatchThresholds:
     flat_agreement: float = 0.01
     agreement_ceiling: float = 0.9
     min_correlation: float = 0.8
+    min_correlation_gain: float = 0.02
     collapse_ratio: float = 0.25
     min_teacher_entropy_bits: float = 0.5
 
@@ -55,14 +57,19 @@ def _slope(values: Sequence[float]) -> float:
     return sum((i - mean_x) * (v - mean_y) for i, v in enumerate(values)) / sum((i - mean_x) ** 2 for i in range(n))
 
 
+def _halves(values: Sequence[float]) -> tuple[float, float]:
+    """Means of the first and the last half of ``values`` (the middle one is left out when odd)."""
+    half = len(values) // 2
+    return sum(values[:half]) / half, sum(values[-half:]) / half
+
+
 def check_history(history: Sequence[Mapping[str, Any]], thresholds: WatchThresholds) -> dict[str, str]:
     """{symptom: message} for every rule the last ``window`` diagnostic logs of ``history`` break."""
     w = thresholds.window
     found: dict[str, str] = {}
     kl = _series(history, "kl")[-w:]
     if len(kl) == w:
-        half = w // 2
-        first, second = sum(kl[:half]) / half, sum(kl[-half:]) / half
+        first, second = _halves(kl)
         if _slope(kl) > 0 and second > (1 + thresholds.kl_rise) * first:
             found["kl_rising"] = (
                 f"KL(teacher || student) is rising over the last {w} logs: {_fmt(kl)} nats. The student is moving "
@@ -77,10 +84,12 @@ def check_history(history: Sequence[Mapping[str, Any]], thresholds: WatchThresho
             )
     correlation = _series(history, "prob_correlation")[-w:]
     if len(correlation) == w and max(correlation) < thresholds.min_correlation:
-        found["correlation_low"] = (
-            f"Teacher/student probability correlation stayed below {thresholds.min_correlation} over the last "
-            f"{w} logs: {_fmt(correlation)}."
-        )
+        first, second = _halves(correlation)
+        if second - first < thresholds.min_correlation_gain:
+            found["correlation_low"] = (
+                f"Teacher/student probability correlation stayed below {thresholds.min_correlation} and is not "
+                f"climbing over the last {w} logs: {_fmt(correlation)}."
+            )
     student_h, teacher_h = _series(history, "student_entropy_bits"), _series(history, "teacher_entropy_bits")
     if student_h and teacher_h and teacher_h[-1] >= thresholds.min_teacher_entropy_bits:
         if student_h[-1] < thresholds.collapse_ratio * teacher_h[-1]:

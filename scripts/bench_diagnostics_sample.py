@@ -22,5 +22,6 @@ for _ in range(20):
     times.append(time.perf_counter() - start)
 times.sort()
 print(
-    f"sampled_diagnostic_sums 256 positions, vocab {vocab}: median {times[10] * 1000:.1f} ms, min {times[0] * 1000:.1f} ms, {torch.get_num_threads()} threads"
+    f"sampled_diagnostic_sums 256 positions, vocab {vocab}: median {times[10] * 1000:.1f} ms, "
+    f"min {times[0] * 1000:.1f} ms, {torch.get_num_threads()} threads"
 )

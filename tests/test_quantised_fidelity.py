@@ -47,3 +47,14 @@ def test_identical_teachers_are_perfectly_faithful(tiny_llama):
     same = compare_teachers(teacher, teacher, [batch]).summary()
     assert same["kl_nats"] == pytest.approx(0.0, abs=1e-12) and same["top1_agreement"] == 1.0
     assert all(value == pytest.approx(1.0) for value in same["topk_mass_overlap"].values())
+
+
+def test_nf4_teacher_is_close_but_not_identical(tiny_llama, tmp_path):
+    from hf_distill.estimate.quantised_fidelity import format_fidelity, load_nf4
+
+    teacher = tiny_llama(seed=0, hidden_size=64).eval()
+    teacher.save_pretrained(tmp_path)
+    batch = {"input_ids": torch.randint(3, 64, (2, 10), generator=torch.Generator().manual_seed(1))}
+    summary = compare_teachers(teacher, load_nf4(str(tmp_path)), [batch]).summary()
+    assert 0.0 < summary["kl_nats"] < 0.1 and summary["top1_agreement"] >= 0.8
+    assert "top-1 agreement" in format_fidelity(summary)

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..losses.teacher_mixture import TeacherMixture
 from ..losses.token_kd import IGNORE_INDEX, LogitSource, project_rows
-from .statistics import diagnostic_sums
+from .statistics import BLOCK_ELEMENTS, diagnostic_sums, empty_sums
 
 
 def supports_teacher(teacher: Any) -> bool:
@@ -39,16 +39,26 @@ def sampled_diagnostic_sums(
     count: int,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """`diagnostic_sums` over a random subset of ``count`` target positions of a loss's inputs."""
+    """`diagnostic_sums` over a random subset of ``count`` target positions of a loss's inputs.
+
+    The sampled rows are projected a block at a time, so the diagnostics add no (count x vocab) buffer to the
+    step's memory peak."""
     targets = targets.to(student.states.device)
-    rows = sample_rows(targets, count, generator)
+    sampled = sample_rows(targets, count, generator)
     vocab = min(student.vocab_size, teacher.vocab_size)
-    student_logits = project_rows(_detached(student), rows, vocab)
-    if isinstance(teacher, TeacherMixture):
-        teacher_logits = teacher.chunk_logits(rows.to(teacher.device), vocab, 1.0)
-    else:
-        teacher_logits = project_rows(teacher, rows.to(teacher.states.device), vocab)
-    return diagnostic_sums(student_logits, teacher_logits.to(student_logits.device), targets.index_select(0, rows))
+    student = _detached(student)
+    sums = empty_sums(student.states.device)
+    step = max(1, BLOCK_ELEMENTS // vocab)
+    for start in range(0, sampled.numel(), step):
+        rows = sampled[start : start + step]
+        student_logits = project_rows(student, rows, vocab)
+        if isinstance(teacher, TeacherMixture):
+            teacher_logits = teacher.chunk_logits(rows.to(teacher.device), vocab, 1.0)
+        else:
+            teacher_logits = project_rows(teacher, rows.to(teacher.states.device), vocab)
+        teacher_logits = teacher_logits.to(student_logits.device)
+        sums += diagnostic_sums(student_logits, teacher_logits, targets.index_select(0, rows))
+    return sums
 
 
 def _detached(source: LogitSource) -> LogitSource:

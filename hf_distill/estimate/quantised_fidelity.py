@@ -83,3 +83,27 @@ def compare_teachers(
             keep = mask.bool()
             sums.add(ref[keep][:, :vocab], quant[keep.to(quant.device)][:, :vocab])
     return sums
+
+
+def load_nf4(path: str) -> torch.nn.Module:
+    """The model at ``path`` quantised to NF4 by bitsandbytes (double quantisation, float32 compute), on CPU
+    unless an accelerator is present."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
+    )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return AutoModelForCausalLM.from_pretrained(path, quantization_config=config, device_map=device).eval()
+
+
+def format_fidelity(summary: dict) -> str:
+    """Plain-text lines of a `FidelitySums.summary()`."""
+    overlap = ", ".join(f"k={k}: {v:.4f}" for k, v in summary["topk_mass_overlap"].items())
+    return (
+        f"NF4 vs unquantised teacher over {summary['positions']} positions: KL {summary['kl_nats']:.5f} nats/token, "
+        f"top-1 agreement {summary['top1_agreement']:.4f}, top-k mass overlap {overlap}"
+    )

@@ -11,6 +11,7 @@ its steps after the first (warm-up).
 
     python scripts/bench_kd_step.py
     python scripts/bench_kd_step.py --rounds 5 --steps 10
+    python scripts/bench_kd_step.py --diagnostics-overhead   # KD step with diagnostics on every step vs off
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--diagnostics-overhead", action="store_true", help="KD steps with diagnostics on every step vs off"
+    )
     args = parser.parse_args()
 
     rng = random.Random(0)
@@ -102,6 +106,9 @@ def main() -> None:
         remove_columns=["text"],
     )
     plain_common = {k: v for k, v in common.items() if k not in ("activation_checkpointing", "max_length")}
+    if args.diagnostics_overhead:
+        diagnostics_overhead(args, data, tok, teacher, common)
+        return
 
     timings: dict[str, list[float]] = {"plain": [], "sft": [], "kd": []}
     with tempfile.TemporaryDirectory() as out:
@@ -133,6 +140,24 @@ def main() -> None:
     print(f"Trainer step {plain * 1000:.0f} ms | SFTTrainer step {sft * 1000:.0f} ms | KD step {kd * 1000:.0f} ms")
     print(f"FLOP bound {bound:.3f} | KD/Trainer {kd / plain:.3f} ({kd / plain / bound:.3f} of the bound) | "
           f"KD/SFTTrainer {kd / sft:.3f} ({kd / sft / bound:.3f} of the bound)")  # fmt: skip
+
+
+def diagnostics_overhead(args, data, tok, teacher, common) -> None:
+    """KD steps with `diagnostics_positions` 0 and 256, both logging every step, alternating in rounds."""
+    timings: dict[int, list[float]] = {0: [], 256: []}
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(args.rounds):
+            for positions in timings:
+                timer = StepTimer()
+                config = KDConfig(output_dir=out, **{**common, "logging_steps": 1}, diagnostics_positions=positions)
+                trainer = KDTrainer(model=llama(*args.student, args.vocab, seed=0), teacher_model=teacher, args=config,
+                                    train_dataset=data, processing_class=tok, callbacks=[timer])  # fmt: skip
+                trainer.train()
+                timings[positions].extend(timer.times[1:])
+    off, on = (statistics.median(timings[positions]) for positions in timings)
+    print(f"vocab {args.vocab}, batch {args.batch} x {args.seq_len} tokens, {torch.get_num_threads()} threads")
+    print(f"KD step, diagnostics off {off * 1000:.0f} ms | on (256 positions, every step) {on * 1000:.0f} ms | "
+          f"overhead {100 * (on / off - 1):+.1f}%")  # fmt: skip
 
 
 if __name__ == "__main__":

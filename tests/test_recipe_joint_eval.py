@@ -43,6 +43,7 @@ def test_whole_text_reference_in_float64(setup):
     teacher, students, tokenizer, texts = setup
     rows = evaluate_against_teacher(teacher, {"b": students["b"]}, tokenizer, texts, max_length=64, show_progress=False)
     nll, count, agree = 0.0, 0, 0
+    s_rows, t_rows, labels = [], [], []
     with torch.no_grad():
         for text in texts:
             ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]])
@@ -51,7 +52,19 @@ def test_whole_text_reference_in_float64(setup):
             nll -= s.gather(-1, ids[0, 1:, None]).sum().item()
             agree += int((s.argmax(-1) == t.argmax(-1)).sum())
             count += ids.shape[1] - 1
+            s_rows.append(s)
+            t_rows.append(t)
+            labels.append(ids[0, 1:])
     assert rows["b"]["perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-5)
     assert rows["b"]["top1_agreement"] == pytest.approx(agree / count)
     num_bytes = sum(len(t.encode()) for t in texts)
     assert rows["b"]["bits_per_byte"] == pytest.approx(nll / math.log(2) / num_bytes, rel=1e-5)
+    from diagnostics_reference import reference_diagnostics
+
+    s_all, t_all, y = torch.cat(s_rows).numpy(), torch.cat(t_rows).numpy(), torch.cat(labels).numpy()
+    student_ref, teacher_ref = reference_diagnostics(s_all, t_all, y), reference_diagnostics(t_all, t_all, y)
+    for key, ref_key in [("top5_overlap", "top5_overlap"), ("prob_correlation", "prob_correlation"),
+                         ("entropy_bits", "student_entropy_bits"), ("ece", "student_ece")]:  # fmt: skip
+        assert rows["b"][key] == pytest.approx(student_ref[ref_key], rel=1e-4, abs=1e-6), key
+    assert rows["teacher"]["entropy_bits"] == pytest.approx(teacher_ref["teacher_entropy_bits"], rel=1e-4)
+    assert rows["teacher"]["ece"] == pytest.approx(teacher_ref["teacher_ece"], rel=1e-4, abs=1e-6)

@@ -121,6 +121,11 @@ class InspectTeacherArguments:
     ks: list[int] = field(default_factory=lambda: [1, 8, 32, 128], metadata={"help": "The k values to report."})
     dtype: str = field(default="float32", metadata={"help": "Teacher dtype: float32, bfloat16 or float16."})
     out: str | None = field(default=None, metadata={"help": "Also write the summary and per-position values (JSON)."})
+    compare_nf4: bool = field(
+        default=False,
+        metadata={"help": "Also load the teacher in NF4 (bitsandbytes) and report KL, top-1 agreement and top-k "
+                  "mass overlap against the unquantised teacher on the same sample."},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if not self.teacher:

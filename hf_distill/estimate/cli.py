@@ -42,10 +42,17 @@ def inspect_teacher_main(argv: Sequence[str] | None = None) -> int:
     (args,) = parse_dataclasses([InspectTeacherArguments], argv, "hf-distill inspect-teacher", INSPECT_DESCRIPTION)
     model, tokenizer = _load_teacher(args)
     rows = _sample_rows(args, tokenizer)
-    batches = (_batch(rows[i : i + args.batch_size], tokenizer) for i in range(0, len(rows), args.batch_size))
+    batches = [_batch(rows[i : i + args.batch_size], tokenizer) for i in range(0, len(rows), args.batch_size)]
     result = inspect_teacher(model, batches, ks=args.ks, temperature=args.temperature)
     summary = result.summary()
     print(format_inspection(summary, args.teacher))
+    if args.compare_nf4:
+        from ..recipe.model_sources import resolve_model_source
+        from .quantised_fidelity import compare_teachers, format_fidelity, load_nf4
+
+        quantised = load_nf4(resolve_model_source(args.teacher))
+        summary["nf4_fidelity"] = compare_teachers(model, quantised, batches).summary()
+        print(format_fidelity(summary["nf4_fidelity"]))
     if args.out:
         payload = {"summary": summary, "entropy_nats": result.entropy, "topk_mass": result.topk_mass}
         with open(args.out, "w", encoding="utf-8") as handle:

@@ -26,6 +26,10 @@ METRIC_DIRECTIONS: dict[str, int] = {
     "nll_per_token": -1,
     "top1_agreement": 0,
     "kl_teacher_student": 0,
+    "top5_overlap": 0,
+    "prob_correlation": 0,
+    "entropy_bits": 0,
+    "ece": 0,
     "exact_match": 1,
     "edit_similarity": 1,
 }

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from ..diagnostics import diagnostic_sums, empty_sums, summarize
 from ..evaluation.agreement import agreement_from_logits
 from ..evaluation.perplexity import perplexity_from_counts, token_nll_sum
 from ..evaluation.token_windows import batches, model_device, pad_id_of, text_windows
@@ -27,6 +28,7 @@ class _Tally:
         self.tokens = 0
         self.agree = 0
         self.kl = 0.0
+        self.diagnostics = empty_sums()
 
 
 @torch.no_grad()
@@ -42,8 +44,9 @@ def evaluate_against_teacher(
     teacher_name: str = "teacher",
     show_progress: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """{name: {perplexity, bits_per_byte, nll_per_token, top1_agreement, kl_teacher_student}} for the teacher
-    (perplexity only) and each student, every held-out token scored once in windows of ``max_length``."""
+    """{name: {perplexity, bits_per_byte, nll_per_token, entropy_bits, ece, top1_agreement, kl_teacher_student,
+    top5_overlap, prob_correlation}} for the teacher (no distances to itself) and each student, every held-out
+    token scored once in windows of ``max_length`` (diagnostics: `hf_distill.diagnostics`)."""
     windows = text_windows(tokenizer, texts, max_length)
     if not windows:
         raise ValueError("no held-out token to score: texts are empty")
@@ -66,6 +69,8 @@ def evaluate_against_teacher(
             teacher_rows = teacher_logits[batch.target_mask]
             del teacher_logits
             _add_nll(tallies[teacher_name], teacher_rows, targets, token_chunk_size)
+            # The teacher against itself: its entropy and calibration (the distances are trivially zero).
+            tallies[teacher_name].diagnostics += diagnostic_sums(teacher_rows, teacher_rows, targets).cpu()
             for name, student in students.items():
                 logits = student(
                     input_ids=batch.input_ids.to(model_device(student)),
@@ -77,6 +82,7 @@ def evaluate_against_teacher(
                 agreement = agreement_from_logits(rows, teacher_rows, token_chunk_size=token_chunk_size)
                 tallies[name].agree += sum(s == t for s, t in zip(agreement["predictions"], agreement["references"]))
                 tallies[name].kl += math.fsum(agreement["token_kl"])
+                tallies[name].diagnostics += diagnostic_sums(rows, teacher_rows, targets).cpu()
     finally:
         for name, model in models.items():
             model.train(modes[name])
@@ -85,9 +91,14 @@ def evaluate_against_teacher(
     for name, tally in tallies.items():
         scores = perplexity_from_counts(tally.nll, tally.tokens, num_bytes)
         row = {key: scores[key] for key in ("perplexity", "bits_per_byte", "nll_per_token")}
+        diagnostics = summarize(tally.diagnostics)
         if name != teacher_name:
             row["top1_agreement"] = tally.agree / tally.tokens
             row["kl_teacher_student"] = tally.kl / tally.tokens
+            row["top5_overlap"] = diagnostics["top5_overlap"]
+            row["prob_correlation"] = diagnostics["prob_correlation"]
+        row["entropy_bits"] = diagnostics["student_entropy_bits"]
+        row["ece"] = diagnostics["student_ece"]
         results[name] = row
     return results
 

@@ -66,6 +66,17 @@ class KDConfig(SFTConfig):
             on, except under DeepSpeed ZeRO-3 and FSDP (whose sharded `lm_head` is only whole inside the module's
             own forward) and for models that post-process logits (soft-capping, logit scaling).
 
+        > Diagnostics (see docs/diagnostics.md)
+
+        diagnostics_positions (`int`, defaults to `256`):
+            Target positions sampled per micro-batch, in the steps that end on a log (every `logging_steps`) and
+            in evaluation, to log KL, top-1 agreement, top-5 overlap, probability correlation, entropies and
+            calibration errors (`diag_*` keys). `0` turns them off. Needs a teacher with full logits (live,
+            ensemble, EMA); other teachers log none.
+        diagnostics_watch (`bool`, defaults to `True`):
+            Add a `DiagnosticsWatch` callback that warns once per symptom (KL rising, agreement flat,
+            correlation low, student entropy collapsing), with the numbers.
+
         > Teacher
 
         teacher_model_name_or_path (`str`, *optional*):
@@ -139,6 +150,10 @@ class KDConfig(SFTConfig):
     fused_lm_head: bool | None = field(
         default=None, metadata={"help": "Loss from hidden states + lm_head weight (default: automatic)."}
     )
+    diagnostics_positions: int = field(
+        default=256, metadata={"help": "Positions sampled per micro-batch for the diag_* logs (0: off)."}
+    )
+    diagnostics_watch: bool = field(default=True, metadata={"help": "Warn when the diagnostics look wrong."})
     teacher_model_name_or_path: str | None = field(default=None, metadata={"help": "Teacher Hub id or local path."})
     teacher_model_init_kwargs: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "Keyword arguments for the teacher's from_pretrained."}
@@ -179,6 +194,8 @@ class KDConfig(SFTConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check_loss_settings()
+        if self.diagnostics_positions < 0:
+            raise ValueError(f"diagnostics_positions must be >= 0, got {self.diagnostics_positions}.")
         if self.teacher_micro_batch_size is not None and self.teacher_micro_batch_size < 1:
             raise ValueError(f"teacher_micro_batch_size must be >= 1, got {self.teacher_micro_batch_size}.")
         if self.cross_tokenizer:

@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTTrainer
 
+from ..diagnostics import DiagnosticsWatch, sampled_diagnostic_sums, summarize, supports_teacher
 from ..forward_redirect import call_inside_forward
 from ..losses.token_kd import KDLossTerms, LogitSource
 from ..model_card import ModelCardMixin
@@ -137,6 +138,10 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
         self.model_init = model_init
         self.step_sums = StepSums()
         self.use_fused_head = self._decide_fused(args)
+        self._diagnostics_generator = torch.Generator().manual_seed(args.seed)
+        self.diagnostics_watch = DiagnosticsWatch() if args.diagnostics_watch and args.diagnostics_positions else None
+        if self.diagnostics_watch is not None:
+            self.add_callback(self.diagnostics_watch)
         if self.teacher_source is not None:
             self.teacher_source.setup(self)
             self.add_callback(TeacherSourceCallback(self))
@@ -265,7 +270,21 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
 
     def kd_loss(self, student: LogitSource, teacher_signal: Any, targets: Tensor) -> KDLossTerms:
         """Student logits plus the teacher's signal as loss terms, the way the teacher source defines them."""
-        return self.teacher_source.loss(student, teacher_signal, targets, self.loss_spec)
+        terms = self.teacher_source.loss(student, teacher_signal, targets, self.loss_spec)
+        if self._diagnostics_due() and supports_teacher(teacher_signal):
+            count, generator = self.args.diagnostics_positions, self._diagnostics_generator
+            sums = sampled_diagnostic_sums(student, teacher_signal, targets, count, generator)
+            self.step_sums.add("diag", self.metric_mode, list(sums.unbind()))
+        return terms
+
+    def _diagnostics_due(self) -> bool:
+        """In evaluation, and in training on the steps that end on a log (so they cost 1/logging_steps)."""
+        if not self.args.diagnostics_positions:
+            return False
+        if not self.model.training or self.args.logging_strategy != "steps":
+            return True
+        every = self.state.logging_steps or self.args.logging_steps
+        return (self.state.global_step + 1) % max(int(every), 1) == 0
 
     # ---- the teacher source's state in checkpoints ---------------------------------------------------
 
@@ -308,6 +327,10 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
             logs[f"{prefix}teacher_kl"] = float(sums[3]) / tokens
             if mode == "train":
                 logs.update(self.logged_loss_settings())
+        diagnostics = self.step_sums.pop("diag", mode, self.accelerator)
+        if diagnostics is not None:
+            prefix = "eval_" if mode == "eval" else ""
+            logs.update({f"{prefix}diag_{key}": value for key, value in summarize(diagnostics).items()})
         super().log(logs, start_time)
 
     def logged_loss_settings(self) -> dict[str, float]:

@@ -4,6 +4,10 @@ Each run is a fresh subprocess (tests/scripts/peak_memory_run.py) on tiny float3
 offline top-k KD from precomputed columns, and feature KD with projected hidden states. The measured peak is
 the process's resident high-water mark minus its resident memory before any model existed; the estimate is
 `memory_plan` for the same shapes, batch and dtypes (no sharding). Agreement within 15% is the issue's bar.
+
+The estimate counts tensors, not the framework's own allocations (the Trainer, autograd, the allocator's
+caches), which depend on the installed library versions: those are measured once by the same step on a
+near-zero model (2 layers of width 32, vocabulary 64) and subtracted from each measured peak.
 """
 
 from __future__ import annotations
@@ -49,6 +53,18 @@ def measured_peak(spec: dict) -> int:
     return result["peak"] - result["baseline"]
 
 
+@pytest.fixture(scope="module")
+def framework_overhead(tmp_path_factory) -> int:
+    """Resident memory a KD step takes beyond its tensors: the same run with a near-zero student and teacher."""
+    tiny = dict(STUDENT, vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2)
+    tiny.update(num_attention_heads=2, num_key_value_heads=2)
+    spec = dict(
+        mode="logit", student=tiny, teacher=tiny, rows=BATCH * STEPS, seq_len=SEQ_LEN, batch=BATCH, steps=STEPS,
+        out=str(tmp_path_factory.mktemp("tiny") / "run"), feature_layers=2,
+    )  # fmt: skip
+    return measured_peak(spec)
+
+
 def precompute_columns(out_dir: Path) -> str:
     import torch
     from datasets import Dataset
@@ -66,14 +82,14 @@ def precompute_columns(out_dir: Path) -> str:
 
 
 @pytest.mark.parametrize("mode", ["logit", "offline", "feature"])
-def test_estimated_peak_within_15_percent_of_measured(tmp_path, mode):
+def test_estimated_peak_within_15_percent_of_measured(tmp_path, mode, framework_overhead):
     spec = dict(
         mode=mode, student=STUDENT, teacher=TEACHER, rows=BATCH * STEPS, seq_len=SEQ_LEN, batch=BATCH,
         steps=STEPS, out=str(tmp_path / "run"), feature_layers=2,
     )  # fmt: skip
     if mode == "offline":
         spec["signal_dir"] = precompute_columns(tmp_path / "signal")
-    measured = measured_peak(spec)
+    measured = measured_peak(spec) - framework_overhead
 
     student = shape_from_config(LlamaConfig(**STUDENT), "student")
     teacher = shape_from_config(LlamaConfig(**TEACHER), "teacher")
@@ -90,7 +106,7 @@ def test_estimated_peak_within_15_percent_of_measured(tmp_path, mode):
         device_type="cpu",
     )
     estimate = memory_plan(setup).peak
-    print(f"{mode}: estimate {estimate / 1e6:.1f} MB, measured {measured / 1e6:.1f} MB")
+    print(f"{mode}: estimate {estimate / 1e6:.1f} MB, measured {measured / 1e6:.1f} MB beyond the framework's")
     assert estimate == pytest.approx(measured, rel=0.15), (
         f"estimate {estimate / 1e6:.1f} MB, measured {measured / 1e6:.1f} MB"
     )

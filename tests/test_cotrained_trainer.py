@@ -292,3 +292,19 @@ def test_push_to_hub_uploads_the_teacher_beside_the_student(tmp_path):
         trainer.push_to_hub()
     for name in ("model.safetensors", "README.md", "teacher/model.safetensors", "teacher/README.md"):
         assert name in uploaded["files"], uploaded["files"]
+
+
+def test_mutual_trainer_follows_the_alpha_schedule(tmp_path):
+    """loss_weight_schedules reaches the co-trained loss: step 0 uses the configured alpha, step 1 the scheduled one."""
+    from transformers import TrainerCallback
+
+    trainer = _mutual(tmp_path, [make_tiny_llama(seed=1)], loss_weight_schedules={"alpha": "step:1:0.2"})
+    seen = []
+
+    class RecordAlpha(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.append(trainer.loss_spec.alpha)
+
+    trainer.add_callback(RecordAlpha())
+    trainer.train()
+    assert seen == [pytest.approx(ALPHA), pytest.approx(0.2)]

@@ -132,8 +132,8 @@ class CoTrainedTrainer(KDTrainer):
         return_outputs: bool = False,
         num_items_in_batch: Tensor | int | None = None,
     ) -> Tensor | tuple[Tensor, Any]:
-        if self.args.temperature_schedule != "constant" and model.training:
-            self.loss_spec = self.args.loss_spec(temperature=self.current_temperature())
+        if model.training:
+            self.apply_loss_settings(self.state.global_step)  # temperature and alpha schedules, as in KDTrainer
         model_inputs = {k: v for k, v in inputs.items() if k in MODEL_INPUT_KEYS}
         targets = causal_targets(inputs["labels"])
         unwrapped = self.accelerator.unwrap_model(model)

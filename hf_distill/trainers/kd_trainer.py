@@ -197,10 +197,6 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
         signal = self.teacher_signal(inputs, model_inputs)
         return self.teacher_source.terms(self, model, inputs, model_inputs, signal)
 
-    def current_temperature(self) -> float:
-        """The temperature for the current optimizer step under `temperature_schedule`."""
-        return loss_settings_at(self.args, self.state.global_step, self.state.max_steps)["temperature"]
-
     def apply_loss_settings(self, step: int) -> None:
         """Set the temperature and loss weights of optimizer step ``step`` (schedules are pure functions of it)."""
         self.loss_settings = loss_settings_at(self.args, step, self.state.max_steps)

@@ -3,13 +3,11 @@ process does on the same global batch, and every process must hold the same mode
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from gloo_launch import run_processes
 
 SCRIPT = Path(__file__).parent / "scripts" / "cotrained_one_step.py"
 
@@ -17,19 +15,7 @@ SCRIPT = Path(__file__).parent / "scripts" / "cotrained_one_step.py"
 def _run(tmp_path: Path, processes: int, per_device_batch: int, kind: str) -> list[dict]:
     out = tmp_path / f"p{processes}" / "result.pt"
     out.parent.mkdir(parents=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    script = [str(SCRIPT), str(out), str(per_device_batch), kind]
-    if processes == 1:
-        cmd = [sys.executable, *script]
-    else:
-        port = str(29300 + os.getpid() % 300)
-        cmd = [
-            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
-            "--num_processes", str(processes), "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", port, *script,
-        ]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
+    run_processes([str(SCRIPT), str(out), str(per_device_batch), kind], processes, base_port=29300)
     return [torch.load(f"{out}.rank{rank}") for rank in range(processes)]
 
 

@@ -98,3 +98,27 @@ def test_eval_logs_diagnostics_equal_to_the_reference_and_zero_positions_turns_t
     )  # fmt: skip
     assert off.diagnostics_watch is None
     assert not any("diag_" in key for key in off.evaluate())
+
+
+def test_precomputed_teacher_says_once_that_it_logs_no_diagnostics(tmp_path, caplog):
+    """Top-k columns are no full distribution: the run says so once instead of silently logging no diag_*."""
+    from datasets import Dataset
+
+    from hf_distill.teachers.precompute import PrecomputeConfig, precompute_teacher_signal
+
+    rows = Dataset.from_dict({"input_ids": [[1] + [5 + (i + j) % 50 for j in range(11)] for i in range(8)]})
+    config = PrecomputeConfig(mode="topk", k=8, value_dtype="float32", temperature=2.0)
+    signal = precompute_teacher_signal(
+        make_tiny_llama(seed=1), make_word_tokenizer(), rows, tmp_path / "signal", config, progress=False
+    )
+    trainer = KDTrainer(
+        make_tiny_llama(seed=0),
+        args=kd_args(tmp_path / "run", max_steps=3, logging_steps=1, diagnostics_positions=16),
+        train_dataset=signal,
+        processing_class=make_word_tokenizer(),
+    )
+    with caplog.at_level(logging.WARNING, logger="hf_distill.trainers.kd_trainer"):
+        trainer.train()
+    said = [r for r in caplog.records if "no diag_* metrics" in r.getMessage()]
+    assert len(said) == 1 and "precomputed" in said[0].getMessage()
+    assert not any(key.startswith("diag_") for entry in trainer.state.log_history for key in entry)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from gloo_launch import run_processes
 
 SCRIPT = Path(__file__).parent / "scripts" / "kd_one_step.py"
 
@@ -16,20 +14,7 @@ SCRIPT = Path(__file__).parent / "scripts" / "kd_one_step.py"
 def _run(tmp_path: Path, processes: int, per_device_batch: int, kind: str) -> dict:
     out = tmp_path / f"p{processes}" / "result.pt"
     out.parent.mkdir(parents=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    script = [str(SCRIPT), str(out), str(per_device_batch), kind]
-    if processes == 1:
-        cmd = [sys.executable, *script]
-    else:
-        # `--multi_gpu` selects the torchrun launcher; with `use_cpu=True` the processes form a gloo group.
-        port = str(29600 + os.getpid() % 300)
-        cmd = [
-            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
-            "--num_processes", str(processes), "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", port, *script,
-        ]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
+    run_processes([str(SCRIPT), str(out), str(per_device_batch), kind], processes, base_port=29600)
     result = torch.load(out)
     result["emas"] = [torch.load(path) for path in sorted(out.parent.glob(f"{out.name}.ema*"))]
     return result

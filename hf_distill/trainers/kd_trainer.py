@@ -139,6 +139,7 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
         self.step_sums = StepSums()
         self.use_fused_head = self._decide_fused(args)
         self._diagnostics_generator = torch.Generator().manual_seed(args.seed)
+        self._said_no_diagnostics = False
         self.diagnostics_watch = DiagnosticsWatch() if args.diagnostics_watch and args.diagnostics_positions else None
         if self.diagnostics_watch is not None:
             self.add_callback(self.diagnostics_watch)
@@ -267,10 +268,20 @@ class KDTrainer(ModelCardMixin, SFTTrainer):
     def kd_loss(self, student: LogitSource, teacher_signal: Any, targets: Tensor) -> KDLossTerms:
         """Student logits plus the teacher's signal as loss terms, the way the teacher source defines them."""
         terms = self.teacher_source.loss(student, teacher_signal, targets, self.loss_spec)
-        if self._diagnostics_due() and supports_teacher(teacher_signal):
-            count, generator = self.args.diagnostics_positions, self._diagnostics_generator
-            sums = sampled_diagnostic_sums(student, teacher_signal, targets, count, generator)
-            self.step_sums.add("diag", self.metric_mode, list(sums.unbind()))
+        if self._diagnostics_due():
+            if supports_teacher(teacher_signal):
+                count, generator = self.args.diagnostics_positions, self._diagnostics_generator
+                sums = sampled_diagnostic_sums(student, teacher_signal, targets, count, generator)
+                self.step_sums.add("diag", self.metric_mode, list(sums.unbind()))
+            elif not self._said_no_diagnostics:
+                self._said_no_diagnostics = True
+                logger.warning(
+                    "diagnostics_positions=%d, but the %s teacher gives no full next-token distribution, so no "
+                    "diag_* metrics are logged (they need a live, EMA or ensemble teacher). Set "
+                    "diagnostics_positions=0 to silence this.",
+                    self.args.diagnostics_positions,
+                    self.teacher_source.kind,
+                )
         return terms
 
     def _diagnostics_due(self) -> bool:

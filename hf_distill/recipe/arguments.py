@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MODES = ("logit", "offline", "seqkd", "cross_tokenizer")
+MODES = ("logit", "offline", "seqkd", "cross_tokenizer", "feature")
 
 
 @dataclass
@@ -19,7 +19,8 @@ class RecipeArguments:
         default="logit",
         metadata={
             "help": "logit: online logit KD; offline: from precomputed teacher columns; seqkd: sequence-level "
-            "KD on teacher completions; cross_tokenizer: logit KD across tokenizers.",
+            "KD on teacher completions; cross_tokenizer: logit KD across tokenizers; feature: logit + "
+            "hidden-state KD (FeatureKDTrainer).",
             "choices": list(MODES),
         },
     )
@@ -64,9 +65,23 @@ class RecipeArguments:
         },
     )
     student_num_layers: int | None = field(default=None, metadata={"help": "layer_subset: layers to keep."})
+    feature_pair_kept_layers: bool = field(
+        default=True,
+        metadata={
+            "help": "feature mode with a layer_subset student: pair each student layer with the teacher layer it "
+            "was copied from (overrides feature_layer_map)."
+        },
+    )
     # ---- baseline and evaluation
     ce_baseline: bool = field(
         default=False, metadata={"help": "Also train a CE-only student (alpha = 0) on the same data and steps."}
+    )
+    curve_eval_every: int = field(
+        default=0,
+        metadata={
+            "help": "Score both students on the held-out texts every this many steps and report the steps and "
+            "seconds the KD student needs to reach the CE-only student's final held-out loss (0: off)."
+        },
     )
     eval_max_length: int | None = field(default=None, metadata={"help": "Held-out window (default: max_length)."})
     eval_batch_size: int = field(default=4, metadata={"help": "Batch size of the held-out evaluation."})

@@ -81,6 +81,11 @@ def trainer_classes(mode: str) -> tuple[type, type]:
         from ..trainers.seqkd_trainer import SeqKDTrainer
 
         return _with_card(SeqKDTrainer), SeqKDConfig
+    if mode == "feature":
+        from ..trainers.feature_config import FeatureKDConfig
+        from ..trainers.feature_trainer import FeatureKDTrainer
+
+        return _with_card(FeatureKDTrainer), FeatureKDConfig
     return _with_card(KDTrainer), KDConfig
 
 
@@ -169,11 +174,11 @@ def build_student(
         kwargs["attn_implementation"] = model_args.attn_implementation
     if recipe.student_init == "pretrained":
         return load_causal_lm(name, "student", **kwargs), "the base model's pretrained weights"
-    from .layer_subset import layer_subset_student, spaced_layer_indices
+    from .layer_subset import layer_subset_student
 
     source = teacher if teacher is not None else load_causal_lm(name, "student", **kwargs)
+    indices = kept_layer_indices(recipe, source.config.get_text_config().num_hidden_layers)
     total = source.config.get_text_config().num_hidden_layers
-    indices = spaced_layer_indices(total, recipe.student_num_layers)
     student = layer_subset_student(source, indices)
     init = (
         f"{len(indices)} of the {total} decoder layers of `{display_name(source_name or name)}` "
@@ -181,6 +186,23 @@ def build_student(
         "(DistilBERT-style initialisation)"
     )
     return student, init
+
+
+def kept_layer_indices(recipe: RecipeArguments, total: int) -> list[int]:
+    """The teacher layers a layer_subset student keeps: evenly spaced, first and last included."""
+    from .layer_subset import spaced_layer_indices
+
+    return spaced_layer_indices(total, recipe.student_num_layers)
+
+
+def student_source_layers(teacher: Any, model_args: Any) -> int:
+    """Decoder layers of the model the student's layers come from (the shared teacher, else its config)."""
+    if teacher is not None:
+        return teacher.config.get_text_config().num_hidden_layers
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    return config.get_text_config().num_hidden_layers
 
 
 def build_trainer(recipe: RecipeArguments, args: Any, model_args: Any) -> RecipeRun:
@@ -202,14 +224,19 @@ def build_trainer(recipe: RecipeArguments, args: Any, model_args: Any) -> Recipe
     shares_weights = args.teacher_model_name_or_path == model_args.model_name_or_path
     if recipe.student_init == "layer_subset" and shares_weights and not args.teacher_load_in_4bit:
         # Load the teacher once: it is both the source of the student's layers and the frozen teacher.
+        # Loaded in the student's dtype, so that a bf16 teacher does not round the student's initial weights.
         from ..teachers.frozen import teacher_load_kwargs
 
         teacher = load_causal_lm(
             args.teacher_model_name_or_path,
             "teacher",
-            **teacher_load_kwargs(args.teacher_model_init_kwargs, args.teacher_dtype),
+            **teacher_load_kwargs(args.teacher_model_init_kwargs, model_args.dtype or args.teacher_dtype),
         )
     student, init = build_student(recipe, model_args, teacher, student_name)
+    if teacher is not None:
+        cast_teacher(teacher, args.teacher_dtype)
+    if recipe.mode == "feature" and recipe.student_init == "layer_subset" and recipe.feature_pair_kept_layers:
+        pair_kept_layers(args, kept_layer_indices(recipe, student_source_layers(teacher, model_args)))
     peft_config = get_peft_config(model_args)
     initial = copy.deepcopy(student) if (recipe.ce_baseline or peft_config is None) else None
 
@@ -234,7 +261,25 @@ def build_trainer(recipe: RecipeArguments, args: Any, model_args: Any) -> Recipe
     return RecipeRun(trainer, tokenizer, data, initial, init, teacher_name, student_name)
 
 
-def train_ce_baseline(run: RecipeRun, args: Any) -> Any:
+def cast_teacher(teacher: Any, dtype: str | None) -> None:
+    """Give the shared-weights teacher its own dtype (``teacher_dtype``) once the student has been copied out."""
+    import torch
+
+    from ..teachers.frozen import _resolve_dtype
+
+    resolved = _resolve_dtype(dtype)
+    if isinstance(resolved, torch.dtype) and next(teacher.parameters()).dtype != resolved:
+        teacher.to(resolved)
+
+
+def pair_kept_layers(args: Any, indices: list[int]) -> None:
+    """Feature KD of a layer-subset student: student layer j learns the output of the teacher layer ``indices[j]``
+    it was copied from, the one place where the two residual streams correspond."""
+    args.feature_layer_map = "explicit"
+    args.feature_layer_pairs = [f"{j}:{i}" for j, i in enumerate(indices)]
+
+
+def train_ce_baseline(run: RecipeRun, args: Any, callbacks: tuple = ()) -> Any:
     """The same student init, rows and steps with the cross-entropy only (alpha = 0), trained by SFTTrainer.
 
     SFTTrainer's token-mean cross-entropy is KDTrainer's loss at alpha = 0, without a teacher forward.
@@ -252,6 +297,7 @@ def train_ce_baseline(run: RecipeRun, args: Any) -> Any:
         args=ce_args,
         train_dataset=run.data.train_dataset,
         processing_class=run.tokenizer,
+        callbacks=list(callbacks),
     )
     trainer.train()
     trainer.model_card_info = ModelCardInfo(
@@ -370,12 +416,15 @@ def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str,
     else:  # a LoRA student: the base weights stay untouched, score them before training
         rows_before = evaluate_rows(recipe, args, run, {BEFORE_ROW: trainer.model})
 
+    kd_curve, ce_curve = curve_callbacks(recipe, args, run)
+    if kd_curve is not None:
+        trainer.add_callback(kd_curve)
     last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     trainer.train(resume_from_checkpoint=last)
     histories = {"KD": trainer.state.log_history}
     students = dict(students_before)
     if recipe.ce_baseline:
-        ce_trainer = train_ce_baseline(run, args)
+        ce_trainer = train_ce_baseline(run, args, callbacks=(ce_curve,) if ce_curve is not None else ())
         ce_history = [
             {("hard_loss" if k == "loss" else k): v for k, v in entry.items()} for entry in ce_trainer.state.log_history
         ]
@@ -400,6 +449,12 @@ def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str,
             title=f"Distillation report: {display_name(run.teacher_name)} -> student",
             notes=report_notes(run, args),
         )
+    if trainer.is_world_process_zero() and kd_curve is not None and ce_curve is not None and "markdown" in paths:
+        from .match_curves import write_match_section
+
+        paths.update(
+            write_match_section(report_dir, {KD_ROW: kd_curve.points, CE_ROW: ce_curve.points}, KD_ROW, CE_ROW)
+        )
     trainer.model_card_info = card_info(recipe, run, rows, paths)
     trainer.model_card_info.model_name = Path(args.output_dir).name
     trainer.save_model()
@@ -408,6 +463,21 @@ def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str,
     if args.push_to_hub:
         trainer.push_to_hub()
     return paths
+
+
+def curve_callbacks(recipe: RecipeArguments, args: Any, run: RecipeRun) -> tuple[Any, Any]:
+    """(KD, CE-only) held-out curve callbacks sharing one scorer (`curve_eval_every`), or (None, None)."""
+    texts = list(run.data.eval_texts.values())
+    if not recipe.curve_eval_every or not texts:
+        return None, None
+    from .match_curves import HeldOutCurveCallback, HeldOutScorer
+
+    scorer = HeldOutScorer(run.tokenizer, texts, recipe.eval_max_length or args.max_length, recipe.eval_batch_size)
+    teacher = run.trainer.teacher_model
+    if teacher is not None and not getattr(args, "cross_tokenizer", False):
+        scorer.set_teacher(run.trainer.accelerator.unwrap_model(teacher))
+    ce_curve = HeldOutCurveCallback(scorer, recipe.curve_eval_every) if recipe.ce_baseline else None
+    return HeldOutCurveCallback(scorer, recipe.curve_eval_every), ce_curve
 
 
 def print_estimate(recipe: RecipeArguments, run: RecipeRun) -> None:

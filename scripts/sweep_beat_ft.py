@@ -39,6 +39,7 @@ VARIANTS: dict[str, list[str]] = {
         "feature_h1_bf16teacher": FEATURE + BF16_TEACHER,
         "feature_h3": "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 3",
         "feature_h1_lr1e-3": FEATURE + " --learning_rate 1e-3",
+        "curriculum": "--config recipes/configs/curriculum_smollm2.yaml",
         "feature_h1_a1": "--mode feature --alpha 1.0 --temperature 1 --hidden_loss_weight 1",
     }.items()
 }

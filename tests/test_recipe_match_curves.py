@@ -64,8 +64,17 @@ def test_summary_targets_the_baseline_final_loss_and_gives_ratios():
     assert summary.step_ratio == pytest.approx((10 + 20 / 3) / 60)
     assert summary.time_ratio == pytest.approx((25 + 50 / 3) / 60)
     assert "16.7 steps" in summary.sentence()
+    assert summary.agreement_ratio is None  # no agreement recorded, and the distilled curve stops at step 20
     never = summarize_match(_curve((0, 0.0, 9.0)), baseline)
     assert never.step_ratio is None and "did not reach" in never.sentence()
+
+
+def test_agreement_ratio_compares_the_two_curves_at_the_baseline_final_step():
+    baseline = [CurvePoint(0, 0.0, 9.0, 0.01), CurvePoint(60, 60.0, 5.0, 0.10)]
+    distilled = [CurvePoint(0, 0.0, 9.0, 0.01), CurvePoint(30, 70.0, 5.5, 0.12), CurvePoint(60, 140.0, 4.0, 0.16)]
+    summary = summarize_match(distilled, baseline)
+    assert summary.agreement_ratio == pytest.approx(1.6)
+    assert "1.60x" in summary.sentence()
 
 
 def test_scorer_matches_a_float64_cross_entropy_and_teacher_argmax(tiny_llama):

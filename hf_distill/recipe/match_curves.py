@@ -73,6 +73,7 @@ class MatchSummary:
     baseline_seconds: float
     steps: float | None
     seconds: float | None
+    agreement_ratio: float | None = None
     step_ratio: float | None = field(init=False)
     time_ratio: float | None = field(init=False)
 
@@ -88,10 +89,13 @@ class MatchSummary:
         head += f"{self.baseline_steps} steps ({self.baseline_seconds:.1f} s of training)."
         if self.steps is None:
             return head + f" {name.capitalize()} did not reach it."
-        return head + (
+        text = head + (
             f" {name.capitalize()} reaches it after {self.steps:.1f} steps ({self.step_ratio:.2f}x the steps) and "
             f"{self.seconds:.1f} s ({self.time_ratio:.2f}x the time)."
         )
+        if self.agreement_ratio is not None:
+            text += f" Top-1 agreement with the teacher at step {self.baseline_steps}: {self.agreement_ratio:.2f}x."
+        return text
 
 
 def summarize_match(curve: Sequence[CurvePoint], baseline: Sequence[CurvePoint]) -> MatchSummary:
@@ -100,7 +104,11 @@ def summarize_match(curve: Sequence[CurvePoint], baseline: Sequence[CurvePoint])
         raise ValueError("the baseline curve is empty")
     final = max(baseline, key=lambda point: point.step)
     match = match_point(curve, final.loss)
-    return MatchSummary(final.loss, final.step, final.seconds, match.step, match.seconds)
+    same_step = [point for point in curve if point.step == final.step and point.agreement is not None]
+    ratio = None
+    if same_step and final.agreement:  # agreement at equal steps: the baseline's last evaluated step
+        ratio = same_step[0].agreement / final.agreement
+    return MatchSummary(final.loss, final.step, final.seconds, match.step, match.seconds, ratio)
 
 
 class HeldOutScorer:

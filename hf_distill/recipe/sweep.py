@@ -24,6 +24,11 @@ def run_variant(config: str, overrides: Sequence[str], eval_every: int, ce_only:
     from .parsing import parse_recipe_args
     from .runner import build_trainer, curve_callbacks, train_ce_baseline
 
+    overrides = list(overrides)
+    if "--config" in overrides:  # a variant with its own YAML file (e.g. the curriculum config)
+        at = overrides.index("--config")
+        config = overrides[at + 1]
+        del overrides[at : at + 2]
     with tempfile.TemporaryDirectory() as out:
         argv = ["--config", config, *overrides, "--output_dir", os.path.join(out, "run")]
         argv += ["--ce_baseline", str(ce_only).lower(), "--curve_eval_every", str(eval_every)]

@@ -32,6 +32,7 @@ VARIANTS: dict[str, list[str]] = {
     for name, overrides in {
         CE_ONLY: "",
         "ce_lr1e-3": "--learning_rate 1e-3",
+        "ce_lr2e-3": "--learning_rate 2e-3",
         "logit_a0.9_T1": LOGIT,
         "logit_a1_T1": "--mode logit --alpha 1.0 --temperature 1",
         "logit_bf16teacher": LOGIT + BF16_TEACHER,
@@ -39,6 +40,8 @@ VARIANTS: dict[str, list[str]] = {
         "feature_h1_bf16teacher": FEATURE + BF16_TEACHER,
         "feature_h3": "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 3",
         "feature_h1_lr1e-3": FEATURE + " --learning_rate 1e-3",
+        "feature_h1_lr2e-3": FEATURE + " --learning_rate 2e-3",
+        "feature_h10": "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 10",
         "curriculum": "--config recipes/configs/curriculum_smollm2.yaml",
         "feature_h1_a1": "--mode feature --alpha 1.0 --temperature 1 --hidden_loss_weight 1",
     }.items()

@@ -48,6 +48,8 @@ def test_cpu_recipe_end_to_end_writes_report_and_card(tmp_path):
     assert list(results["rows"]) == [TEACHER_ROW, "student before", CE_ROW, KD_ROW]
     assert {"perplexity", "bits_per_byte", "top1_agreement", "exact_match"} <= set(results["rows"][KD_ROW])
     assert Path(paths["chart"]).is_file()
+    match = json.loads(Path(paths["match"]).read_text())  # curve_eval_every: 5 in the config
+    assert [point["step"] for point in match["curves"][KD_ROW]] == [0, 1]
     card = (out / "README.md").read_text()
     assert "SmolLM2-135M-Instruct" in card and "10 of the 30 decoder layers" in card and KD_ROW in card
     assert (out / "model.safetensors").is_file()

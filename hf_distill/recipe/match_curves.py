@@ -164,9 +164,10 @@ class HeldOutCurveCallback(TrainerCallback):
     ``offset_seconds`` (a teacher precompute the run depends on).
     """
 
-    def __init__(self, scorer: HeldOutScorer, eval_every: int, offset_seconds: float = 0.0) -> None:
+    def __init__(self, scorer: HeldOutScorer, eval_every: int, offset_seconds: float = 0.0, name: str = "") -> None:
         if eval_every < 1:
             raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+        self.name = name or "curve"
         self.scorer = scorer
         self.eval_every = eval_every
         self.offset_seconds = offset_seconds
@@ -180,6 +181,8 @@ class HeldOutCurveCallback(TrainerCallback):
         loss, agreement = self.scorer.score(model)
         self.points.append(CurvePoint(step, elapsed, loss, agreement))
         self._eval_seconds += time.perf_counter() - began
+        shown = "" if agreement is None else f", top-1 agreement {agreement:.3f}"
+        print(f"[{self.name}] step {step}: held-out CE {loss:.4f}{shown} ({elapsed:.0f} s of training)", flush=True)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         self._start = time.perf_counter()

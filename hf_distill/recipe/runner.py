@@ -476,8 +476,8 @@ def curve_callbacks(recipe: RecipeArguments, args: Any, run: RecipeRun) -> tuple
     teacher = run.trainer.teacher_model
     if teacher is not None and not getattr(args, "cross_tokenizer", False):
         scorer.set_teacher(run.trainer.accelerator.unwrap_model(teacher))
-    ce_curve = HeldOutCurveCallback(scorer, recipe.curve_eval_every) if recipe.ce_baseline else None
-    return HeldOutCurveCallback(scorer, recipe.curve_eval_every), ce_curve
+    ce_curve = HeldOutCurveCallback(scorer, recipe.curve_eval_every, name=CE_ROW) if recipe.ce_baseline else None
+    return HeldOutCurveCallback(scorer, recipe.curve_eval_every, name=KD_ROW), ce_curve
 
 
 def print_estimate(recipe: RecipeArguments, run: RecipeRun) -> None:

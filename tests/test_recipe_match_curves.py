@@ -206,3 +206,20 @@ def test_bf16_teacher_leaves_the_student_float32_with_exact_layer_copies(tmp_pat
     torch.testing.assert_close(
         student.model.layers[1].mlp.up_proj.weight, reference.model.layers[3].mlp.up_proj.weight, rtol=0, atol=0
     )
+
+
+def test_sweep_table_row_reports_steps_and_time_to_match_against_the_baseline():
+    from hf_distill.recipe.sweep import markdown, table_row
+
+    def result(curve, seconds_per_step):
+        rows = [{"step": s, "seconds": t, "loss": loss, "agreement": a} for s, t, loss, a in curve]
+        return {"overrides": ["--alpha", "1"], "curve": rows, "seconds_per_step": seconds_per_step, "load": 1.0}
+
+    baseline = result([(0, 0.0, 10.0, 0.0), (60, 120.0, 6.0, 0.1)], 2.0)
+    distilled = result([(0, 0.0, 10.0, 0.0), (20, 60.0, 7.0, 0.1), (40, 120.0, 5.0, 0.2)], 3.0)
+    row = table_row("kd", distilled, baseline)
+    # 7 -> 5 over steps 20..40 crosses 6 at step 30, 90 s; the baseline trained 120 s.
+    assert row["steps to match"] == pytest.approx(30.0) and row["time to match (x CE)"] == pytest.approx(0.75)
+    assert row["held-out CE"] == 5.0 and row["agreement"] == 0.2 and row["overrides"] == "--alpha 1"
+    table = markdown([row])
+    assert table.splitlines()[0].startswith("| variant | overrides |") and "| 30.000 |" in table

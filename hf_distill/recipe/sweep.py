@@ -24,6 +24,7 @@ def run_variant(config: str, overrides: Sequence[str], eval_every: int, ce_only:
     from .parsing import parse_recipe_args
     from .runner import build_trainer, curve_callbacks, train_ce_baseline
 
+    given = list(overrides)
     overrides = list(overrides)
     if "--config" in overrides:  # a variant with its own YAML file (e.g. the curriculum config)
         at = overrides.index("--config")
@@ -47,7 +48,7 @@ def run_variant(config: str, overrides: Sequence[str], eval_every: int, ce_only:
         wall = time.perf_counter() - began
     final = curve.points[-1]
     return {
-        "overrides": list(overrides),
+        "overrides": given,
         "ce_only": ce_only,
         "curve": curve_rows(curve.points),
         "train_seconds": final.seconds,

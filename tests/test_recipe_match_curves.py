@@ -63,7 +63,7 @@ def test_summary_targets_the_baseline_final_loss_and_gives_ratios():
     assert summary.steps == pytest.approx(10 + 20 / 3) and summary.seconds == pytest.approx(25 + 50 / 3)
     assert summary.step_ratio == pytest.approx((10 + 20 / 3) / 60)
     assert summary.time_ratio == pytest.approx((25 + 50 / 3) / 60)
-    assert "16.7 steps" in summary.sentence()
+    assert "16.7 steps" in summary.sentence() and "KD student reaches" in summary.sentence("KD student")
     assert summary.agreement_ratio is None  # no agreement recorded, and the distilled curve stops at step 20
     never = summarize_match(_curve((0, 0.0, 9.0)), baseline)
     assert never.step_ratio is None and "did not reach" in never.sentence()

@@ -88,14 +88,18 @@ class MatchSummary:
         head = f"Target: {baseline}'s final held-out loss, {self.target_loss:.4f} nats/token after "
         head += f"{self.baseline_steps} steps ({self.baseline_seconds:.1f} s of training)."
         if self.steps is None:
-            return head + f" {name.capitalize()} did not reach it."
+            return head + f" {_sentence_case(name)} did not reach it."
         text = head + (
-            f" {name.capitalize()} reaches it after {self.steps:.1f} steps ({self.step_ratio:.2f}x the steps) and "
+            f" {_sentence_case(name)} reaches it after {self.steps:.1f} steps ({self.step_ratio:.2f}x the steps) and "
             f"{self.seconds:.1f} s ({self.time_ratio:.2f}x the time)."
         )
         if self.agreement_ratio is not None:
             text += f" Top-1 agreement with the teacher at step {self.baseline_steps}: {self.agreement_ratio:.2f}x."
         return text
+
+
+def _sentence_case(name: str) -> str:
+    return name[:1].upper() + name[1:]  # str.capitalize would lower-case the rest ("KD" -> "Kd")
 
 
 def summarize_match(curve: Sequence[CurvePoint], baseline: Sequence[CurvePoint]) -> MatchSummary:

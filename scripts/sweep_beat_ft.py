@@ -25,7 +25,7 @@ from hf_distill.recipe.sweep import CE_ONLY, cached_variant, markdown, table_row
 CONFIG = "recipes/configs/cpu_smollm2.yaml"
 # Name -> overrides of the CPU config. Names starting with "ce" are CE-only runs (plain SFTTrainer).
 LOGIT = "--mode logit --alpha 0.9 --temperature 1"
-FEATURE = "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 1"
+FEATURE = "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 1"  # the config now uses 10
 BF16_TEACHER = " --teacher_dtype bfloat16"
 VARIANTS: dict[str, list[str]] = {
     name: overrides.split()

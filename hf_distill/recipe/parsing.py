@@ -38,7 +38,30 @@ def parse_recipe_args(argv: Sequence[str] | None = None) -> tuple[RecipeArgument
     from .runner import trainer_classes
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    _, config_class = trainer_classes(_mode(argv))
+    mode = _mode(argv)
+    _, config_class = trainer_classes(mode)
     parser = TrlParser((RecipeArguments, config_class, ModelConfig))
-    recipe, args, model_args = parser.parse_args_and_config(argv)
+    recipe, args, model_args, from_config, from_command_line = parser.parse_args_and_config(
+        argv, return_remaining_strings=True, separate_remaining_strings=True
+    )
+    if from_command_line:
+        raise ValueError(f"Unknown arguments: {from_command_line}")
+    _drop_other_mode_settings(from_config, mode)
     return recipe, args, model_args
+
+
+def _drop_other_mode_settings(unknown: list[str], mode: str) -> None:
+    """A feature-mode YAML run with `--mode logit` (a sweep row) carries feature-only fields: ignore those, loudly;
+    anything else unknown is an error."""
+    import dataclasses
+    import warnings
+
+    from ..trainers.feature_config import FeatureKDConfig
+
+    feature_fields = {f.name for f in dataclasses.fields(FeatureKDConfig)}
+    names = [item[2:] for item in unknown if item.startswith("--")]
+    others = [name for name in names if name not in feature_fields]
+    if others or (names and mode == "feature"):
+        raise ValueError(f"Unknown arguments from config file: {names}")
+    if names:
+        warnings.warn(f"mode={mode}: ignoring the feature-KD settings of the config file: {names}", stacklevel=3)

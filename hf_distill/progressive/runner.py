@@ -115,11 +115,16 @@ def run_stage(
     stage_dir = spec.stage_dir(stage)
     last = get_last_checkpoint(stage_dir) if os.path.isdir(stage_dir) else None
     already = _checkpoint_stop(last, stage)
-    if already is not None:  # train zero further steps: the checkpoint is the stage's result
-        trainer.args.max_steps = already[0]
-    if last:
-        print(f"[progressive] stage {stage.name}: resuming from {last}", flush=True)
-    trainer.train(resume_from_checkpoint=last)
+    if already is not None:  # it stopped there and was killed before being recorded: that checkpoint is the result
+        from transformers import TrainerState
+
+        print(f"[progressive] stage {stage.name}: had stopped early at {last}", flush=True)
+        trainer._load_from_checkpoint(last)  # what resume_from_checkpoint itself does with the weights
+        trainer.state = TrainerState.load_from_json(os.path.join(last, "trainer_state.json"))
+    else:
+        if last:
+            print(f"[progressive] stage {stage.name}: resuming from {last}", flush=True)
+        trainer.train(resume_from_checkpoint=last)
     reason = stopper.reason or (already[1] if already else f"fixed steps ({args.max_steps})")
     trainer.model_card_info = ModelCardInfo(
         model_name=stage.name,

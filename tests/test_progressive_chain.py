@@ -177,3 +177,33 @@ def test_a_changed_finished_stage_is_refused_on_resume(teacher_dir, tmp_path):
     changed = [{"name": "l3", "student": {"layers": 3}, "max_steps": 1, "temperature": 4.0}]
     with pytest.raises(ChainStateError, match="stage 1 \\(l3\\) is finished .* with other settings"):
         run_chain(chain_spec(teacher_dir, tmp_path / "chain", changed), report=False)
+
+
+class LogRecorder(TrainerCallback):
+    def __init__(self) -> None:
+        self.logs: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append(dict(logs or {}))
+
+
+def test_a_stage_with_a_feature_term_trains_it(teacher_dir, tmp_path):
+    stages = [{"name": "l2", "student": {"layers": 2}, "max_steps": 2, "hidden_loss_weight": 0.5}]
+    recorder = LogRecorder()
+    run_chain(chain_spec(teacher_dir, tmp_path / "chain", stages), callbacks=[recorder], report=False)
+    hidden = [entry["hidden_loss"] for entry in recorder.logs if "hidden_loss" in entry]
+    assert len(hidden) == 2 and all(value > 0 for value in hidden)
+
+
+def test_the_command_refuses_a_bad_chain_file_before_training(tmp_path):
+    import yaml
+
+    from hf_distill.cli import main
+    from hf_distill.progressive.spec import ChainSpecError
+
+    path = tmp_path / "chain.yaml"
+    stages = [{"name": "s", "student": {"layers": 1}, "max_steps": 1, "temprature": 2.0}]
+    path.write_text(yaml.safe_dump({"teacher": "t", "output_dir": str(tmp_path / "out"), "stages": stages}))
+    with pytest.raises(ChainSpecError, match=r"stage 1 \(s\): unknown key `temprature`"):
+        main(["progressive", "--config", str(path)])
+    assert not (tmp_path / "out").exists()

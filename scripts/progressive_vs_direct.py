@@ -68,7 +68,10 @@ def main() -> None:
     for name, row in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{row[k]:.4g}" if k in row else "" for k, _ in COLUMNS) + " |")
     table = "\n".join(lines)
-    timing = f"Wall time: progressive {seconds['chain']:.0f} s, direct {seconds['direct']:.0f} s (training + reports)."
+    timing = (
+        f"Wall time in this process: progressive {seconds['chain']:.0f} s, direct {seconds['direct']:.0f} s "
+        "(training + reports; a run already finished or resumed counts only what was left of it)."
+    )
     text = f"{table}\n\n{timing}\n"
     out = Path(spec.output_dir) / "comparison.md"
     out.write_text(text, encoding="utf-8")

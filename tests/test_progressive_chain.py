@@ -207,3 +207,31 @@ def test_the_command_refuses_a_bad_chain_file_before_training(tmp_path):
     with pytest.raises(ChainSpecError, match=r"stage 1 \(s\): unknown key `temprature`"):
         main(["progressive", "--config", str(path)])
     assert not (tmp_path / "out").exists()
+
+
+def test_stages_train_on_consecutive_slices_of_the_direct_runs_rows(teacher_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from hf_distill.progressive.runner import stage_data
+    from hf_distill.progressive.spec import stage_arguments
+
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+
+    def rows(spec):
+        arguments = [stage_arguments(spec, s, teacher="t", student_source="t") for s in spec.stages]
+        return [list(data.train_dataset["input_ids"]) for data in stage_data(spec, arguments, tokenizer)]
+
+    chain = rows(chain_spec(teacher_dir, tmp_path / "chain"))  # 4 + 4 steps of batch 2
+    (direct,) = rows(
+        chain_spec(teacher_dir, tmp_path / "direct", [{"name": "d", "student": {"layers": 2}, "max_steps": 8}])
+    )
+    assert [len(stage) for stage in chain] == [8, 8] and len(direct) == 16
+    assert chain[0] + chain[1] == direct
+
+
+def test_a_chain_refuses_to_run_in_several_processes(teacher_dir, tmp_path, monkeypatch):
+    spec = chain_spec(teacher_dir, tmp_path / "chain")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="runs in one process"):
+        run_chain(spec, report=False)
+    assert not (tmp_path / "chain").exists()

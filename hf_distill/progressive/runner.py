@@ -150,6 +150,11 @@ def run_chain(spec: ChainSpec, callbacks: Sequence = (), report: bool = True) ->
 
     from ..recipe.model_sources import load_tokenizer, resolve_model_source
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RuntimeError(
+            "a progressive chain runs in one process (every rank would write chain_state.json and the stage "
+            "directories); launch it without accelerate/torchrun, or run each stage with the recipe instead"
+        )
     state = ChainState(spec.output_dir, spec.fingerprint())
     placeholders = [stage_arguments(spec, s, teacher=spec.teacher, student_source=spec.teacher) for s in spec.stages]
     tokenizer = load_tokenizer(resolve_model_source(spec.teacher), "teacher")

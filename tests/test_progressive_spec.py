@@ -109,3 +109,25 @@ def test_a_stage_without_a_student_is_refused():
     del raw["stages"][0]["student"]
     with pytest.raises(ChainSpecError, match=r"stage 1 \(half\): needs `student`"):
         parse_chain_spec(raw)
+
+
+def test_the_documented_chain_file_parses():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "progressive.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n(.*?)```", doc, re.S).group(1)
+    spec = parse_chain_spec({**yaml.safe_load(block), "use_cpu": True, "bf16": False})  # this machine has no GPU
+    assert [s.student.layers for s in spec.stages] == [15, 8]
+    assert spec.stages[1].stop.kl_below == 0.3 and spec.stages[1].settings["hidden_loss_weight"] == 0.5
+
+
+@pytest.mark.parametrize("name", ["progressive_smollm2.yaml", "progressive_direct_smollm2.yaml"])
+def test_the_cpu_configs_parse_with_the_same_total_steps(name):
+    from pathlib import Path
+
+    spec = load_chain_spec(Path(__file__).resolve().parents[1] / "recipes" / "configs" / name)
+    assert sum(s.settings["max_steps"] for s in spec.stages) == 60
+    assert spec.stages[-1].student.layers == 8 and spec.teacher == "pypi:smollm2-135m-instruct"

@@ -53,6 +53,7 @@ class RecipeData:
     eval_texts: dict[str, str]
     description: str
     datasets: list[str] = field(default_factory=list)
+    eval_dataset: Any = None  # tokenized held-out rows for the trainer's own evaluation (progressive stop rules)
 
 
 @dataclass
@@ -72,10 +73,14 @@ def display_name(name: str | None) -> str | None:
     return PYPI_DISPLAY_NAMES.get(name, name) if name else name
 
 
-def trainer_classes(mode: str) -> tuple[type, type]:
-    """(trainer, config) classes of a mode, each trainer with the model card hook mixed in."""
+def trainer_classes(mode: str, feature: bool = False) -> tuple[type, type]:
+    """(trainer, config) classes of a mode (``feature``: logit KD plus feature terms), with the model card hook."""
     from ..trainers import KDConfig, KDTrainer
 
+    if feature and mode == "logit":
+        from ..trainers import FeatureKDConfig, FeatureKDTrainer
+
+        return _with_card(FeatureKDTrainer), FeatureKDConfig
     if mode == "seqkd":
         from ..trainers.seqkd_config import SeqKDConfig
         from ..trainers.seqkd_trainer import SeqKDTrainer
@@ -183,9 +188,14 @@ def build_student(
     return student, init
 
 
-def build_trainer(recipe: RecipeArguments, args: Any, model_args: Any) -> RecipeRun:
-    """Tokenizer, data, student, teacher and trainer, loading weights in that order (errors name the model)."""
+def build_trainer(recipe: RecipeArguments, args: Any, model_args: Any, data: RecipeData | None = None) -> RecipeRun:
+    """Tokenizer, data, student, teacher and trainer, loading weights in that order (errors name the model).
+
+    ``data`` replaces `prepare_data` (a progressive chain cuts one row stream into its stages' slices).
+    """
     from trl import get_peft_config
+
+    from ..trainers import FeatureKDConfig
 
     if not model_args.model_name_or_path:
         raise ValueError("set the student with --model_name_or_path (a Hub id, local path or pypi: name)")
@@ -196,7 +206,8 @@ def build_trainer(recipe: RecipeArguments, args: Any, model_args: Any) -> Recipe
     tokenizer = load_tokenizer(model_args.model_name_or_path, "student", revision=model_args.model_revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    data = prepare_data(recipe, args, tokenizer)
+    if data is None:
+        data = prepare_data(recipe, args, tokenizer)
 
     teacher = None
     shares_weights = args.teacher_model_name_or_path == model_args.model_name_or_path
@@ -213,7 +224,7 @@ def build_trainer(recipe: RecipeArguments, args: Any, model_args: Any) -> Recipe
     peft_config = get_peft_config(model_args)
     initial = copy.deepcopy(student) if (recipe.ce_baseline or peft_config is None) else None
 
-    trainer_class, _ = trainer_classes(recipe.mode)
+    trainer_class, _ = trainer_classes(recipe.mode, feature=isinstance(args, FeatureKDConfig))
     if recipe.mode == "offline":
         args.teacher_model_name_or_path = None  # the teacher signal comes from the precomputed columns
     if recipe.mode == "cross_tokenizer":
@@ -227,6 +238,7 @@ def build_trainer(recipe: RecipeArguments, args: Any, model_args: Any) -> Recipe
         model=student,
         args=args,
         train_dataset=data.train_dataset,
+        eval_dataset=data.eval_dataset,
         processing_class=tokenizer,
         teacher_model=teacher_arg,
         peft_config=peft_config,

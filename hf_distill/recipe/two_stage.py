@@ -22,6 +22,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
 from .job_state import JobState
 from .two_stage_arguments import HUMANEVAL, execution_check_arguments, generation_config
 
@@ -206,9 +208,36 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return os.path.join(output_dir, steps[-1][1]) if steps else None
 
 
+class _StageAlreadyTrained(Exception):
+    """Raised before the first step of a finished stage: its final checkpoint is loaded, nothing is left to run."""
+
+
+class _StopBeforeAnyStep(TrainerCallback):
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        raise _StageAlreadyTrained
+
+
+def reload_final_checkpoint(trainer: Any, checkpoint: str) -> None:
+    """Restore a finished training run from its final checkpoint without a training step.
+
+    Why not ``trainer.train(resume_from_checkpoint=final)``: the Trainer checks for the last step only after
+    running one, so resuming a run that ended inside an epoch trains one step too many. The Trainer's own resume
+    still does the loading here (weights on every backend, optimizer, scheduler, state and log history); the
+    callback stops it at the first step.
+    """
+    stopper = _StopBeforeAnyStep()
+    trainer.add_callback(stopper)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    except _StageAlreadyTrained:
+        pass
+    finally:
+        trainer.remove_callback(stopper)
+
+
 def train_stage(trainer: Any, job: JobState | None, stage: str) -> None:
     """Train ``trainer`` once across reruns: resume from its last complete checkpoint; a finished stage only
-    reloads its final checkpoint (the Trainer restores weights and state and runs no step)."""
+    reloads its final checkpoint."""
     output_dir = trainer.args.output_dir
     if job is not None and job.finished(stage):
         checkpoint = job.info(stage)["checkpoint"]
@@ -217,10 +246,10 @@ def train_stage(trainer: Any, job: JobState | None, stage: str) -> None:
                 f"{job.path} records stage {stage!r} as finished with its final checkpoint {checkpoint}, which is "
                 "gone; restore it, or use a fresh output_dir to train again"
             )
-    else:
-        checkpoint = last_complete_checkpoint(output_dir)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    if job is None or job.finished(stage) or not job.writer:
+        reload_final_checkpoint(trainer, checkpoint)
+        return
+    trainer.train(resume_from_checkpoint=last_complete_checkpoint(output_dir))
+    if job is None or not job.writer:
         return
     final = last_complete_checkpoint(output_dir)
     step = trainer.state.global_step

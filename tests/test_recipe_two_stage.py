@@ -80,14 +80,21 @@ def sources(tmp_path_factory):
     return root
 
 
-def job_argv(sources: Path, output_dir: Path, **overrides) -> list[str]:
+def models(sources: Path) -> dict[str, str]:
+    """The teacher, and a 2-layer student cut from it."""
     teacher = str(sources / "teacher")
-    values = {
+    return {
         "mode": "seqkd",
         "model_name_or_path": teacher,
         "teacher_model_name_or_path": teacher,
         "student_init": "layer_subset",
-        "student_num_layers": 2,
+        "student_num_layers": "2",
+    }
+
+
+def job_argv(sources: Path, output_dir: Path, **overrides) -> list[str]:
+    values = {
+        **models(sources),
         "generate_prompts_from": sources / "prompts.jsonl",
         **{f"generation_{key}": value for key, value in GENERATION.items()},
         **TRAINING,
@@ -186,13 +193,8 @@ def test_one_call_equals_the_two_separate_commands(sources, reference, tmp_path)
     generated = tmp_path / "generated"
     generate_flags = {"teacher": sources / "teacher", "dataset": sources / "prompts.jsonl", "out": generated}
     assert hf_distill_main(["generate", *_flags(generate_flags), *_flags(GENERATION), "--no-progress"]) == 0
-    teacher = str(sources / "teacher")
     recipe_flags = {
-        "mode": "seqkd",
-        "model_name_or_path": teacher,
-        "teacher_model_name_or_path": teacher,
-        "student_init": "layer_subset",
-        "student_num_layers": 2,
+        **models(sources),
         "dataset_name": generated,
         "dataset_data_dir": "shards",
         **TRAINING,
@@ -331,3 +333,36 @@ def test_last_complete_checkpoint_passes_over_a_save_cut_short(tmp_path):
     (tmp_path / "checkpoint-x").mkdir()
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
     assert last_complete_checkpoint(tmp_path / "missing") is None
+
+
+def test_a_rerun_from_the_final_checkpoint_trains_no_extra_step(tmp_path, monkeypatch):
+    """Any recipe run (two-stage or not): the Trainer alone would train one step past max_steps here."""
+    from conftest import make_text_dataset, make_word_tokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from hf_distill.recipe.two_stage import train_stage
+
+    def trainer() -> SFTTrainer:
+        args = SFTConfig(
+            output_dir=str(tmp_path),
+            max_steps=3,  # inside the first epoch of 8 batches
+            save_strategy="steps",
+            save_steps=3,
+            per_device_train_batch_size=2,
+            use_cpu=True,
+            report_to=[],
+            disable_tqdm=True,
+            logging_steps=1,
+        )
+        dataset = make_text_dataset(16)
+        return SFTTrainer(make_tiny_llama(seed=1), args, train_dataset=dataset, processing_class=make_word_tokenizer())
+
+    first = trainer()
+    train_stage(first, None, "finetune")
+    recorder = Recorder(monkeypatch)
+    second = trainer()
+    train_stage(second, None, "finetune")
+    assert recorder.steps == [] and second.state.global_step == 3
+    trained, reloaded = first.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(trained[name], reloaded[name]) for name in trained)
+    assert second.state.log_history[:3] == first.state.log_history[:3]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 import os
 import re
 from pathlib import Path
@@ -235,9 +236,15 @@ def reload_final_checkpoint(trainer: Any, checkpoint: str) -> None:
         trainer.remove_callback(stopper)
 
 
+def reached_max_steps(checkpoint: str, args: Any) -> bool:
+    """Whether ``checkpoint`` was saved at (or past) the run's last step."""
+    state = json.loads(Path(checkpoint, TRAINER_STATE).read_text(encoding="utf-8"))
+    return args.max_steps > 0 and state["global_step"] >= args.max_steps
+
+
 def train_stage(trainer: Any, job: JobState | None, stage: str) -> None:
-    """Train ``trainer`` once across reruns: resume from its last complete checkpoint; a finished stage only
-    reloads its final checkpoint."""
+    """Train ``trainer`` once across reruns: resume from its last complete checkpoint, or, when that checkpoint
+    is the final one (a finished stage), reload it without a training step."""
     output_dir = trainer.args.output_dir
     if job is not None and job.finished(stage):
         checkpoint = job.info(stage)["checkpoint"]
@@ -246,10 +253,13 @@ def train_stage(trainer: Any, job: JobState | None, stage: str) -> None:
                 f"{job.path} records stage {stage!r} as finished with its final checkpoint {checkpoint}, which is "
                 "gone; restore it, or use a fresh output_dir to train again"
             )
+    else:
+        checkpoint = last_complete_checkpoint(output_dir)
+    if checkpoint is not None and reached_max_steps(checkpoint, trainer.args):
         reload_final_checkpoint(trainer, checkpoint)
-        return
-    trainer.train(resume_from_checkpoint=last_complete_checkpoint(output_dir))
-    if job is None or not job.writer:
+    else:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    if job is None or not job.writer or job.finished(stage):
         return
     final = last_complete_checkpoint(output_dir)
     step = trainer.state.global_step

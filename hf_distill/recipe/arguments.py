@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from .two_stage_arguments import TwoStageArguments, check_two_stage_arguments
 
 MODES = ("logit", "offline", "seqkd", "cross_tokenizer", "feature")
+CE_BASELINE_TRAINERS = ("sft", "trainer")
 
 
 @dataclass
@@ -81,6 +82,15 @@ class RecipeArguments(TwoStageArguments):
     ce_baseline: bool = field(
         default=False, metadata={"help": "Also train a CE-only student (alpha = 0) on the same data and steps."}
     )
+    ce_baseline_trainer: str = field(
+        default="sft",
+        metadata={
+            "help": "What trains the CE-only student: sft (TRL SFTTrainer: every dataset format) or trainer (a plain "
+            "transformers.Trainer, the cheapest CE step; needs pre-tokenized input_ids rows, as the stdlib corpus "
+            "gives).",
+            "choices": ["sft", "trainer"],
+        },
+    )
     curve_eval_every: int = field(
         default=0,
         metadata={
@@ -119,4 +129,7 @@ class RecipeArguments(TwoStageArguments):
             raise ValueError("student_init=layer_subset needs student_num_layers")
         if self.mode == "offline" and not self.precomputed_dir:
             raise ValueError("mode=offline needs precomputed_dir (written by scripts/precompute_logits.py)")
+        if self.ce_baseline_trainer not in CE_BASELINE_TRAINERS:
+            allowed = CE_BASELINE_TRAINERS
+            raise ValueError(f"ce_baseline_trainer must be one of {allowed}, got {self.ce_baseline_trainer!r}")
         check_two_stage_arguments(self)

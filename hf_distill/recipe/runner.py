@@ -304,26 +304,43 @@ def pair_kept_layers(args: Any, indices: list[int]) -> None:
     args.feature_layer_pairs = [f"{j}:{i}" for j, i in enumerate(indices)]
 
 
-def train_ce_baseline(run: RecipeRun, args: Any, callbacks: tuple = ()) -> Any:
-    """The same student init, rows and steps with the cross-entropy only (alpha = 0), trained by SFTTrainer.
+def train_ce_baseline(run: RecipeRun, args: Any, callbacks: tuple = (), trainer_kind: str = "sft") -> Any:
+    """The same student init, rows and steps with the cross-entropy only (alpha = 0).
 
-    SFTTrainer's token-mean cross-entropy is KDTrainer's loss at alpha = 0, without a teacher forward.
+    ``trainer_kind`` "sft": TRL's SFTTrainer, whose token-mean cross-entropy is KDTrainer's loss at alpha = 0 without
+    a teacher forward. "trainer": a plain `transformers.Trainer` on the pre-tokenized rows, the same loss with the
+    cheapest step (no SFT logging passes over the logits), the strongest baseline for a time-to-match comparison.
     """
-    from trl import SFTTrainer
-
     ce_args = copy.deepcopy(args)
     ce_args.output_dir = f"{args.output_dir.rstrip('/')}_ce_baseline"
     ce_args.alpha = 0.0
     ce_args.run_name = "ce_baseline"
     ce_args.push_to_hub = False
-    trainer_class = _with_card(SFTTrainer)
-    trainer = trainer_class(
-        model=copy.deepcopy(run.initial_student),
-        args=ce_args,
-        train_dataset=run.data.train_dataset,
-        processing_class=run.tokenizer,
-        callbacks=list(callbacks),
-    )
+    student = copy.deepcopy(run.initial_student)
+    if trainer_kind == "trainer":
+        from transformers import Trainer
+
+        from .ce_collator import PaddedCausalLMCollator, check_pretokenized
+
+        check_pretokenized(run.data.train_dataset)
+        trainer = _with_card(Trainer)(
+            model=student,
+            args=ce_args,
+            train_dataset=run.data.train_dataset,
+            data_collator=PaddedCausalLMCollator(run.tokenizer.pad_token_id),
+            processing_class=run.tokenizer,
+            callbacks=list(callbacks),
+        )
+    else:
+        from trl import SFTTrainer
+
+        trainer = _with_card(SFTTrainer)(
+            model=student,
+            args=ce_args,
+            train_dataset=run.data.train_dataset,
+            processing_class=run.tokenizer,
+            callbacks=list(callbacks),
+        )
     train_stage(trainer, run.job, CE_BASELINE)
     trainer.model_card_info = ModelCardInfo(
         model_name=Path(ce_args.output_dir).name,
@@ -457,7 +474,9 @@ def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str,
     histories = {"KD": trainer.state.log_history}
     students = dict(students_before)
     if recipe.ce_baseline:
-        ce_trainer = train_ce_baseline(run, args, callbacks=(ce_curve,) if ce_curve is not None else ())
+        ce_trainer = train_ce_baseline(
+            run, args, callbacks=(ce_curve,) if ce_curve is not None else (), trainer_kind=recipe.ce_baseline_trainer
+        )
         ce_history = [
             {("hard_loss" if k == "loss" else k): v for k, v in entry.items()} for entry in ce_trainer.state.log_history
         ]

@@ -1,0 +1,46 @@
+"""Batches for the plain-`Trainer` CE-only baseline: pre-tokenized rows padded by position, not by token id.
+
+Masking the labels by position (rather than every ``pad_token_id``) keeps real end-of-text tokens in the loss when a
+tokenizer pads with its EOS token, so the plain `Trainer` baseline scores exactly the tokens SFTTrainer scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+class PaddedCausalLMCollator:
+    """Right-pads ``input_ids`` rows to the longest in the batch; labels are the ids with padding set to -100."""
+
+    def __init__(self, pad_token_id: int | None) -> None:
+        if pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token: set tokenizer.pad_token (for example to its EOS token)")
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = [list(feature["input_ids"]) for feature in features]
+        if any(not row for row in rows):
+            raise ValueError("an empty input_ids row cannot be trained on")
+        width = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            attention_mask[i, : len(row)] = 1
+        labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def check_pretokenized(dataset: Any) -> None:
+    """The plain-Trainer baseline trains on token ids only; raw text or chat rows need SFTTrainer's processing."""
+    columns = getattr(dataset, "column_names", None) or []
+    if "input_ids" not in columns:
+        raise ValueError(
+            f"ce_baseline_trainer=trainer needs pre-tokenized rows with an input_ids column, got columns {columns}; "
+            "use ce_baseline_trainer=sft for text or conversational datasets"
+        )

@@ -166,6 +166,11 @@ def _chunked_gkd_class():
 
 
 def worker(args) -> None:
+    if args.memory_limit_gib:  # an allocation past the limit raises in this process instead of waking the OOM killer
+        import resource
+
+        limit = int(args.memory_limit_gib * 2**30)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     from datasets import Dataset
     from transformers import TrainerCallback
 
@@ -215,16 +220,30 @@ def run_variant(variant: str, args) -> dict | None:
         print(f"{variant} ran past --timeout {args.timeout} s", file=sys.stderr)
         return None
     line = next((line for line in done.stdout.splitlines() if line.startswith("RESULT ")), None)
+    if line is None and (done.returncode == -9 or any(sign in done.stderr for sign in OUT_OF_MEMORY)):
+        last = (done.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+        print(f"{variant}: out of memory ({_memory_note(args)}): {last[:300]}", file=sys.stderr)
+        return {"out_of_memory": True}
     if line is None:  # report and go on: the other variants' results stay usable
         print(f"{variant} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}", file=sys.stderr)
         return None
     return json.loads(line[len("RESULT ") :])
 
 
+OUT_OF_MEMORY = ("can't allocate memory", "DefaultCPUAllocator", "MemoryError", "out of memory")
+
+
+def _memory_note(args) -> str:
+    if args.memory_limit_gib:
+        return f"allocation past --memory-limit-gib {args.memory_limit_gib:g}"
+    return "killed by the system or allocation refused"
+
+
 def _shared_flags(args) -> list[str]:
     return [
         f"--vocab={args.vocab}", f"--precision={args.precision}", f"--tokens={args.tokens}",
         f"--batch={args.batch}", f"--steps={args.steps}", f"--heldout={args.heldout}",
+        f"--memory-limit-gib={args.memory_limit_gib}",
     ]  # fmt: skip
 
 
@@ -239,6 +258,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per variant process")
+    parser.add_argument(
+        "--memory-limit-gib",
+        type=float,
+        default=0.0,
+        help="cap each variant's heap (RLIMIT_DATA): a variant that needs more is reported as out of memory "
+        "instead of being killed by the system (0: no cap)",
+    )
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--profile", choices=VARIANTS, help="print a torch.profiler table for one variant")
     parser.add_argument("--profile-rows", type=int, default=30)
@@ -256,6 +282,8 @@ def main() -> None:
             result = run_variant(variant, args)
             if result is not None:
                 results[variant].append(result)
+    out_of_memory = [v for v, runs in results.items() if any(r.get("out_of_memory") for r in runs)]
+    results = {v: runs for v, runs in results.items() if v not in out_of_memory}
     import torch
 
     shape = f"{args.batch} x {args.tokens // args.batch}"
@@ -272,6 +300,8 @@ def main() -> None:
         m_ratio = f"{s['peak_gib'] / ref['peak_gib']:.2f}" if ref else "-"
         print(f"{variant:<12} {s['step_s']:>8.2f} {t_ratio:>6} {s['peak_gib']:>9.2f} {m_ratio:>6} "
               f"{s['kl']:>12.4f} {s['ce']:>12.4f}")  # fmt: skip
+    for variant in out_of_memory:
+        print(f"{variant:<12} out of memory ({_memory_note(args)})")
 
 
 if __name__ == "__main__":

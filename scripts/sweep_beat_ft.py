@@ -27,6 +27,8 @@ CONFIG = "recipes/configs/cpu_smollm2.yaml"
 LOGIT = "--mode logit --alpha 0.9 --temperature 1"
 FEATURE = "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 1"  # the config now uses 10
 BF16_TEACHER = " --teacher_dtype bfloat16"
+FEATURE_H10 = "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 10"
+FIRST4_LAST6 = "0 1 2 3 24 25 26 27 28 29"  # the lowest KL to the teacher at init of the contiguous splits tried
 VARIANTS: dict[str, list[str]] = {
     name: overrides.split()
     for name, overrides in {
@@ -49,6 +51,8 @@ VARIANTS: dict[str, list[str]] = {
         "feature_h30": "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 30",
         "feature_h10_T0.5": "--mode feature --alpha 0.9 --temperature 0.5 --hidden_loss_weight 10",
         "feature_h10_rkl": "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 10 --divergence reverse_kl",
+        "ce_first4last6": "--student_layers " + FIRST4_LAST6,
+        "feature_h10_first4last6": FEATURE_H10 + " --student_layers " + FIRST4_LAST6,
         "feature_h10_lr1e-3": "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 10 --learning_rate 1e-3",
     }.items()
 }

@@ -71,6 +71,13 @@ class RecipeArguments(TwoStageArguments):
         },
     )
     student_num_layers: int | None = field(default=None, metadata={"help": "layer_subset: layers to keep."})
+    student_layers: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "layer_subset: the teacher layer indices to keep, strictly increasing (default: "
+            "student_num_layers evenly spaced); scripts/choose_student_layers.py picks them by KL to the teacher."
+        },
+    )
     feature_pair_kept_layers: bool = field(
         default=True,
         metadata={
@@ -125,8 +132,15 @@ class RecipeArguments(TwoStageArguments):
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.student_layers is not None:
+            if self.student_num_layers not in (None, len(self.student_layers)):
+                raise ValueError(
+                    f"student_layers has {len(self.student_layers)} layers but student_num_layers is "
+                    f"{self.student_num_layers}: give one of them, or matching values"
+                )
+            self.student_num_layers = len(self.student_layers)
         if self.student_init == "layer_subset" and not self.student_num_layers:
-            raise ValueError("student_init=layer_subset needs student_num_layers")
+            raise ValueError("student_init=layer_subset needs student_num_layers or student_layers")
         if self.mode == "offline" and not self.precomputed_dir:
             raise ValueError("mode=offline needs precomputed_dir (written by scripts/precompute_logits.py)")
         if self.ce_baseline_trainer not in CE_BASELINE_TRAINERS:

@@ -30,7 +30,7 @@ def spaced_layer_indices(num_layers: int, num_keep: int) -> list[int]:
     return [round(j * (num_layers - 1) / (num_keep - 1)) for j in range(num_keep)]
 
 
-def _check_indices(indices: Sequence[int], num_layers: int) -> list[int]:
+def check_layer_indices(indices: Sequence[int], num_layers: int) -> list[int]:
     indices = [int(i) for i in indices]
     if not indices:
         raise ValueError("layer indices must not be empty")
@@ -59,7 +59,7 @@ def subset_state_dict(state_dict: dict, indices: Sequence[int]) -> dict:
 def layer_subset_config(config, indices: Sequence[int]):
     """A copy of the teacher's config with ``len(indices)`` layers (per-layer settings subset too)."""
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    indices = _check_indices(indices, text_config.num_hidden_layers)
+    indices = check_layer_indices(indices, text_config.num_hidden_layers)
     new_config = copy.deepcopy(config)
     new_text = new_config.get_text_config() if hasattr(new_config, "get_text_config") else new_config
     new_text.num_hidden_layers = len(indices)
@@ -74,7 +74,7 @@ def layer_subset_config(config, indices: Sequence[int]):
 def layer_subset_student(teacher: nn.Module, indices: Sequence[int]) -> nn.Module:
     """A new model of the teacher's class with the teacher's layers ``indices`` (copies, not shared tensors)."""
     config = layer_subset_config(teacher.config, indices)
-    indices = _check_indices(indices, teacher.config.get_text_config().num_hidden_layers)
+    indices = check_layer_indices(indices, teacher.config.get_text_config().num_hidden_layers)
     student = type(teacher)(config)
     state = {key: value.detach().clone() for key, value in subset_state_dict(teacher.state_dict(), indices).items()}
     missing, unexpected = student.load_state_dict(state, strict=False)

@@ -200,16 +200,19 @@ def build_student(
     student = layer_subset_student(source, indices)
     init = (
         f"{len(indices)} of the {total} decoder layers of `{display_name(source_name or name)}` "
-        f"(layers {indices}: evenly spaced, first and last kept) plus its embeddings, final norm and LM head "
+        f"(layers {indices}: {'chosen' if recipe.student_layers else 'evenly spaced, first and last kept'}) plus its "
+        "embeddings, final norm and LM head "
         "(DistilBERT-style initialisation)"
     )
     return student, init
 
 
 def kept_layer_indices(recipe: RecipeArguments, total: int) -> list[int]:
-    """The teacher layers a layer_subset student keeps: evenly spaced, first and last included."""
-    from .layer_subset import spaced_layer_indices
+    """The teacher layers a layer_subset student keeps: ``student_layers``, else evenly spaced (first and last in)."""
+    from .layer_subset import check_layer_indices, spaced_layer_indices
 
+    if recipe.student_layers:
+        return check_layer_indices(recipe.student_layers, total)
     return spaced_layer_indices(total, recipe.student_num_layers)
 
 

@@ -23,37 +23,54 @@ from tqdm import tqdm
 from hf_distill.recipe.sweep import CE_ONLY, cached_variant, markdown, table_row
 
 CONFIG = "recipes/configs/cpu_smollm2.yaml"
-# Name -> overrides of the CPU config. Names starting with "ce" are CE-only runs (the config's ce_baseline_trainer).
-LOGIT = "--mode logit --alpha 0.9 --temperature 1"
-FEATURE = "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 1"  # the config now uses 10
-BF16_TEACHER = " --teacher_dtype bfloat16"
-FEATURE_H10 = "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 10"
+# Name -> overrides of the CPU config. Names starting with "ce" are CE-only runs (the config's ce_baseline_trainer,
+# learning rate ce_baseline_learning_rate); every KD row names its learning rate, so rows stay comparable when the
+# config's defaults move. The config's own choice is `feature_h30_lr2e-3` against `ce` (CE-only at its best rate).
 FIRST4_LAST6 = "0 1 2 3 24 25 26 27 28 29"  # the lowest KL to the teacher at init of the contiguous splits tried
+BF16_TEACHER = " --teacher_dtype bfloat16"
+
+
+def logit(alpha: float = 0.9, lr: str = "5e-4", extra: str = "") -> str:
+    return f"--mode logit --alpha {alpha} --temperature 1 --learning_rate {lr}{extra}"
+
+
+def feature(weight: float, lr: str = "5e-4", alpha: float = 0.9, temperature: float = 1, extra: str = "") -> str:
+    settings = f"--alpha {alpha} --temperature {temperature} --hidden_loss_weight {weight} --learning_rate {lr}"
+    return f"--mode feature {settings}{extra}"
+
+
+def ce(lr: str, extra: str = "") -> str:
+    return f"--ce_baseline_learning_rate {lr}{extra}"
+
+
 VARIANTS: dict[str, list[str]] = {
     name: overrides.split()
     for name, overrides in {
         CE_ONLY: "",
-        "ce_trainer": "--ce_baseline_trainer trainer",
-        "ce_lr1e-3": "--learning_rate 1e-3",
-        "ce_lr2e-3": "--learning_rate 2e-3",
-        "logit_a0.9_T1": LOGIT,
-        "logit_a1_T1": "--mode logit --alpha 1.0 --temperature 1",
-        "logit_bf16teacher": LOGIT + BF16_TEACHER,
-        "feature_h1": FEATURE,
-        "feature_h1_bf16teacher": FEATURE + BF16_TEACHER,
-        "feature_h3": "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 3",
-        "feature_h1_lr1e-3": FEATURE + " --learning_rate 1e-3",
-        "feature_h1_lr2e-3": FEATURE + " --learning_rate 2e-3",
-        "feature_h10": "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 10",
-        "curriculum": "--config recipes/configs/curriculum_smollm2.yaml",
-        "feature_h1_a1": "--mode feature --alpha 1.0 --temperature 1 --hidden_loss_weight 1",
-        "feature_h10_a1": "--mode feature --alpha 1.0 --temperature 1 --hidden_loss_weight 10",
-        "feature_h30": "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 30",
-        "feature_h10_T0.5": "--mode feature --alpha 0.9 --temperature 0.5 --hidden_loss_weight 10",
-        "feature_h10_rkl": "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 10 --divergence reverse_kl",
-        "ce_first4last6": "--student_layers " + FIRST4_LAST6,
-        "feature_h10_first4last6": FEATURE_H10 + " --student_layers " + FIRST4_LAST6,
-        "feature_h10_lr1e-3": "--mode feature --alpha 0.9 --temperature 1 --hidden_loss_weight 10 --learning_rate 1e-3",
+        "ce_lr5e-4": ce("5e-4"),
+        "ce_lr2e-3": ce("2e-3"),
+        "ce_sft_lr5e-4": ce("5e-4", " --ce_baseline_trainer sft"),
+        "ce_first4last6": ce("5e-4", " --student_layers " + FIRST4_LAST6),
+        "logit_a0.9_T1": logit(),
+        "logit_a1_T1": logit(alpha=1.0),
+        "logit_bf16teacher": logit(extra=BF16_TEACHER),
+        "feature_h1": feature(1),
+        "feature_h1_bf16teacher": feature(1, extra=BF16_TEACHER),
+        "feature_h1_a1": feature(1, alpha=1.0),
+        "feature_h1_lr1e-3": feature(1, lr="1e-3"),
+        "feature_h1_lr2e-3": feature(1, lr="2e-3"),
+        "feature_h3": feature(3),
+        "feature_h10": feature(10),
+        "feature_h10_a1": feature(10, alpha=1.0),
+        "feature_h10_T0.5": feature(10, temperature=0.5),
+        "feature_h10_rkl": feature(10, extra=" --divergence reverse_kl"),
+        "feature_h10_first4last6": feature(10, extra=" --student_layers " + FIRST4_LAST6),
+        "feature_h10_lr1e-3": feature(10, lr="1e-3"),
+        "feature_h30": feature(30),
+        "feature_h30_lr1e-3": feature(30, lr="1e-3"),
+        "feature_h30_lr2e-3": feature(30, lr="2e-3"),
+        "feature_h100_lr1e-3": feature(100, lr="1e-3"),
+        "curriculum": "--config recipes/configs/curriculum_smollm2.yaml --learning_rate 5e-4",
     }.items()
 }
 

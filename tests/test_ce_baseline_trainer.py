@@ -28,7 +28,7 @@ def teacher_dir(tmp_path_factory):
     return root
 
 
-def _train_baseline(teacher_dir, output_dir, kind: str) -> Trainer:
+def _train_baseline(teacher_dir, output_dir, kind: str, **extra) -> Trainer:
     values = {
         "mode": "logit",
         "model_name_or_path": teacher_dir,
@@ -55,11 +55,14 @@ def _train_baseline(teacher_dir, output_dir, kind: str) -> Trainer:
         "ce_baseline": "true",
         "ce_baseline_trainer": kind,
         "output_dir": output_dir,
+        **extra,
     }
     argv = [token for key, value in values.items() for token in (f"--{key}", str(value))]
     recipe, args, model_args = parse_recipe_args(argv)
     run = build_trainer(recipe, args, model_args)
-    return train_ce_baseline(run, args, trainer_kind=recipe.ce_baseline_trainer)
+    return train_ce_baseline(
+        run, args, trainer_kind=recipe.ce_baseline_trainer, learning_rate=recipe.ce_baseline_learning_rate
+    )
 
 
 def test_plain_trainer_baseline_takes_the_sft_baselines_steps(teacher_dir, tmp_path):
@@ -74,6 +77,14 @@ def test_plain_trainer_baseline_takes_the_sft_baselines_steps(teacher_dir, tmp_p
     sft_weights = dict(sft.model.named_parameters())
     for name, weight in plain.model.named_parameters():
         torch.testing.assert_close(weight, sft_weights[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_the_baseline_can_have_its_own_learning_rate(teacher_dir, tmp_path):
+    trainer = _train_baseline(teacher_dir, tmp_path / "own_rate", "trainer", ce_baseline_learning_rate=3e-3)
+    rates = [entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry]
+    assert rates == pytest.approx([3e-3] * 4)  # constant schedule at the baseline's rate, not the KD student's 1e-2
+    with pytest.raises(ValueError, match="ce_baseline_learning_rate"):
+        RecipeArguments(ce_baseline_learning_rate=0.0)
 
 
 def test_collator_masks_padding_by_position_not_by_id():

@@ -184,7 +184,7 @@ def test_local_models_build_a_kd_trainer_with_a_layer_subset_student(tmp_path):
 
 def test_feature_settings_of_the_cpu_config_are_ignored_loudly_in_logit_mode_and_typos_fail(tmp_path, recwarn):
     recipe, args, _ = _parse("cpu_smollm2.yaml", tmp_path=tmp_path)
-    assert recipe.mode == "feature" and args.hidden_loss_weight == 10.0
+    assert recipe.mode == "feature" and args.hidden_loss_weight == 30.0
     recipe, args, _ = _parse("cpu_smollm2.yaml", "--mode", "logit", tmp_path=tmp_path)
     assert recipe.mode == "logit" and not hasattr(args, "hidden_loss_weight")
     assert any("ignoring the feature-KD settings" in str(w.message) for w in recwarn)

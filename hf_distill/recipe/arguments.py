@@ -98,6 +98,13 @@ class RecipeArguments(TwoStageArguments):
             "choices": ["sft", "trainer"],
         },
     )
+    ce_baseline_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Peak learning rate of the CE-only student (default: learning_rate). Give each student its own "
+            "best rate, so that a tuned KD student is not compared with an untuned baseline."
+        },
+    )
     curve_eval_every: int = field(
         default=0,
         metadata={
@@ -143,6 +150,8 @@ class RecipeArguments(TwoStageArguments):
             raise ValueError("student_init=layer_subset needs student_num_layers or student_layers")
         if self.mode == "offline" and not self.precomputed_dir:
             raise ValueError("mode=offline needs precomputed_dir (written by scripts/precompute_logits.py)")
+        if self.ce_baseline_learning_rate is not None and not self.ce_baseline_learning_rate > 0:
+            raise ValueError(f"ce_baseline_learning_rate must be > 0, got {self.ce_baseline_learning_rate}")
         if self.ce_baseline_trainer not in CE_BASELINE_TRAINERS:
             allowed = CE_BASELINE_TRAINERS
             raise ValueError(f"ce_baseline_trainer must be one of {allowed}, got {self.ce_baseline_trainer!r}")

@@ -307,18 +307,27 @@ def pair_kept_layers(args: Any, indices: list[int]) -> None:
     args.feature_layer_pairs = [f"{j}:{i}" for j, i in enumerate(indices)]
 
 
-def train_ce_baseline(run: RecipeRun, args: Any, callbacks: tuple = (), trainer_kind: str = "sft") -> Any:
+def train_ce_baseline(
+    run: RecipeRun,
+    args: Any,
+    callbacks: tuple = (),
+    trainer_kind: str = "sft",
+    learning_rate: float | None = None,
+) -> Any:
     """The same student init, rows and steps with the cross-entropy only (alpha = 0).
 
     ``trainer_kind`` "sft": TRL's SFTTrainer, whose token-mean cross-entropy is KDTrainer's loss at alpha = 0 without
     a teacher forward. "trainer": a plain `transformers.Trainer` on the pre-tokenized rows, the same loss with the
     cheapest step (no SFT logging passes over the logits), the strongest baseline for a time-to-match comparison.
+    ``learning_rate`` replaces the KD student's peak rate (same schedule shape).
     """
     ce_args = copy.deepcopy(args)
     ce_args.output_dir = f"{args.output_dir.rstrip('/')}_ce_baseline"
     ce_args.alpha = 0.0
     ce_args.run_name = "ce_baseline"
     ce_args.push_to_hub = False
+    if learning_rate is not None:
+        ce_args.learning_rate = learning_rate
     student = copy.deepcopy(run.initial_student)
     if trainer_kind == "trainer":
         from transformers import Trainer
@@ -478,7 +487,11 @@ def run_recipe(recipe: RecipeArguments, args: Any, model_args: Any) -> dict[str,
     students = dict(students_before)
     if recipe.ce_baseline:
         ce_trainer = train_ce_baseline(
-            run, args, callbacks=(ce_curve,) if ce_curve is not None else (), trainer_kind=recipe.ce_baseline_trainer
+            run,
+            args,
+            callbacks=(ce_curve,) if ce_curve is not None else (),
+            trainer_kind=recipe.ce_baseline_trainer,
+            learning_rate=recipe.ce_baseline_learning_rate,
         )
         ce_history = [
             {("hard_loss" if k == "loss" else k): v for k, v in entry.items()} for entry in ce_trainer.state.log_history

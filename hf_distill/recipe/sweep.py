@@ -39,7 +39,13 @@ def run_variant(config: str, overrides: Sequence[str], eval_every: int, ce_only:
         kd_curve, ce_curve = curve_callbacks(recipe, args, run)
         began = time.perf_counter()
         if ce_only:
-            train_ce_baseline(run, args, callbacks=(ce_curve,), trainer_kind=recipe.ce_baseline_trainer)
+            train_ce_baseline(
+                run,
+                args,
+                callbacks=(ce_curve,),
+                trainer_kind=recipe.ce_baseline_trainer,
+                learning_rate=recipe.ce_baseline_learning_rate,
+            )
             curve = ce_curve
         else:
             run.trainer.add_callback(kd_curve)

@@ -97,6 +97,7 @@ def test_the_yaml_file_parses_with_overrides(tmp_path):
         (with_stage(1, stop={"eval_steps": 10}), "stop.eval_steps` = 10 > max_steps = 6"),
         (with_stage(1, max_steps=None), "needs `max_steps` > 0"),
         (with_stage(0, output_dir="x"), "`output_dir` is set by the chain"),
+        (with_stage(0, student_layers=[0, 1]), "`student_layers` is set by the chain"),
     ],
 )
 def test_bad_chains_are_refused_with_the_stage_and_key(raw, message):

@@ -38,6 +38,7 @@ CHAIN_OWNED = (
     "teacher_model_name_or_path",
     "student_init",
     "student_num_layers",
+    "student_layers",
     "output_dir",
     "eval_strategy",
     "eval_steps",

@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from hf_distill.recipe.layer_choice import choose_layers_by_kl, subset_kl
+from hf_distill.recipe.layer_choice import choose_layers_by_kl, subset_kl, teacher_log_probs
 from hf_distill.recipe.layer_subset import spaced_layer_indices
 from hf_distill.recipe.model_sources import load_causal_lm, load_tokenizer, resolve_model_source
 from hf_distill.recipe.stdlib_corpus import stdlib_code_split, tokenized_training_rows
@@ -42,11 +42,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no training chunk reached --max-length {args.max_length}")
     batches = [torch.tensor(full[i : i + 4]) for i in range(0, len(full), 4)]
 
-    choice = choose_layers_by_kl(teacher, batches, args.num_layers, keep=args.keep)
+    teacher_lp = teacher_log_probs(teacher, batches)
+    choice = choose_layers_by_kl(teacher, batches, args.num_layers, keep=args.keep, teacher_lp=teacher_lp)
     total = teacher.config.get_text_config().num_hidden_layers
     spaced = spaced_layer_indices(total, args.num_layers)
-    with torch.no_grad():
-        teacher_lp = [teacher(input_ids=batch).logits.float().log_softmax(-1) for batch in batches]
     spaced_kl = subset_kl(teacher, spaced, batches, teacher_lp)
     print(f"{len(full)} chunks x {args.max_length} tokens; KL(teacher || student) per token at initialisation:")
     print(f"  evenly spaced {spaced}: {spaced_kl:.3f}")

@@ -103,5 +103,11 @@ def test_bad_inputs_are_refused():
         PaddedCausalLMCollator(pad_token_id=0)([{"input_ids": []}])
     with pytest.raises(ValueError, match="ce_baseline_trainer=sft"):
         check_pretokenized(Dataset.from_dict({"text": ["def f(): pass"]}))
+    with pytest.raises(ValueError, match=r"loss masks \['completion_mask'\]"):
+        check_pretokenized(Dataset.from_dict({"input_ids": [[5, 6]], "completion_mask": [[0, 1]]}))
+    with pytest.warns(UserWarning, match="ce_baseline is off"):
+        RecipeArguments(ce_baseline=False, ce_baseline_trainer="trainer")
+    with pytest.warns(UserWarning, match="ce_baseline is off"):
+        RecipeArguments(ce_baseline=False, ce_baseline_learning_rate=1e-3)
     with pytest.raises(ValueError, match="ce_baseline_trainer"):
         RecipeArguments(ce_baseline_trainer="keras")

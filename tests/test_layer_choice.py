@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import make_tiny_llama
 
-from hf_distill.recipe.layer_choice import choose_layers_by_kl, subset_kl
+from hf_distill.recipe.layer_choice import choose_layers_by_kl, subset_kl, teacher_log_probs
 
 
 def _teacher_with_identity_layers(identity: set[int], num_layers: int = 5):
@@ -52,8 +52,7 @@ def test_identity_layers_are_dropped_and_cost_nothing():
 def test_kl_matches_a_float64_reference_and_keep_is_honoured():
     teacher = _teacher_with_identity_layers(set())
     batches = _batches()
-    with torch.no_grad():
-        teacher_lp = [teacher(input_ids=b).logits.float().log_softmax(-1) for b in batches]
+    teacher_lp = teacher_log_probs(teacher, batches)
     for layers in ([0, 4], [1, 2, 3], [4]):
         assert subset_kl(teacher, layers, batches, teacher_lp) == pytest.approx(
             _reference_kl(teacher, layers, batches), rel=1e-4, abs=1e-6
@@ -88,5 +87,7 @@ def test_recipe_student_layers_set_the_kept_layers():
         kept_layer_indices(recipe, 4)
     with pytest.raises(ValueError, match="student_num_layers"):
         RecipeArguments(student_init="layer_subset", student_layers=[0, 3], student_num_layers=3)
+    with pytest.raises(ValueError, match="student_init=layer_subset"):
+        RecipeArguments(student_init="pretrained", student_layers=[0, 3])
     with pytest.raises(ValueError, match="strictly increasing"):
         kept_layer_indices(RecipeArguments(student_init="layer_subset", student_layers=[3, 0]), 5)

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ..padding import right_pad
+
 DEFAULT_MAX_LENGTH = 1024
 
 
@@ -72,12 +74,7 @@ def batches(windows: Sequence[list[int]], batch_size: int, pad_id: int, device: 
     order = sorted(range(len(windows)), key=lambda index: -len(windows[index]))
     for start in range(0, len(order), batch_size):
         chunk = [windows[index] for index in order[start : start + batch_size]]
-        width = max(len(window) for window in chunk)
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, window in enumerate(chunk):
-            input_ids[row, : len(window)] = torch.tensor(window, dtype=torch.long)
-            attention_mask[row, : len(window)] = 1
+        input_ids, attention_mask = right_pad(chunk, pad_id)
         target_mask = torch.zeros_like(attention_mask, dtype=torch.bool)
         target_mask[:, :-1] = attention_mask[:, 1:].bool()
         yield Batch(input_ids.to(device), attention_mask.to(device), target_mask.to(device))

@@ -6,6 +6,7 @@ They are parsed together with `KDConfig` (training and loss) and TRL's `ModelCon
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from .two_stage_arguments import TwoStageArguments, check_two_stage_arguments
@@ -139,6 +140,11 @@ class RecipeArguments(TwoStageArguments):
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.student_layers is not None and self.student_init != "layer_subset":
+            raise ValueError(
+                "student_layers picks the layers of a layer_subset student, but student_init is "
+                f"{self.student_init!r}: set student_init=layer_subset, or remove student_layers"
+            )
         if self.student_layers is not None:
             if self.student_num_layers not in (None, len(self.student_layers)):
                 raise ValueError(
@@ -152,6 +158,12 @@ class RecipeArguments(TwoStageArguments):
             raise ValueError("mode=offline needs precomputed_dir (written by scripts/precompute_logits.py)")
         if self.ce_baseline_learning_rate is not None and not self.ce_baseline_learning_rate > 0:
             raise ValueError(f"ce_baseline_learning_rate must be > 0, got {self.ce_baseline_learning_rate}")
+        if not self.ce_baseline and (self.ce_baseline_learning_rate is not None or self.ce_baseline_trainer != "sft"):
+            warnings.warn(
+                "ce_baseline is off: ignoring ce_baseline_trainer / ce_baseline_learning_rate (set ce_baseline=true "
+                "to train the CE-only student)",
+                stacklevel=3,
+            )
         if self.ce_baseline_trainer not in CE_BASELINE_TRAINERS:
             allowed = CE_BASELINE_TRAINERS
             raise ValueError(f"ce_baseline_trainer must be one of {allowed}, got {self.ce_baseline_trainer!r}")

@@ -11,7 +11,11 @@ from typing import Any
 
 import torch
 
+from ..padding import right_pad
+
 IGNORE_INDEX = -100
+# Columns with which SFTTrainer restricts the loss to some tokens; the plain-Trainer baseline has no such notion.
+LOSS_MASK_COLUMNS = ("completion_mask", "assistant_masks", "labels")
 
 
 class PaddedCausalLMCollator:
@@ -26,12 +30,7 @@ class PaddedCausalLMCollator:
         rows = [list(feature["input_ids"]) for feature in features]
         if any(not row for row in rows):
             raise ValueError("an empty input_ids row cannot be trained on")
-        width = max(len(row) for row in rows)
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            attention_mask[i, : len(row)] = 1
+        input_ids, attention_mask = right_pad(rows, self.pad_token_id)
         labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
@@ -39,6 +38,12 @@ class PaddedCausalLMCollator:
 def check_pretokenized(dataset: Any) -> None:
     """The plain-Trainer baseline trains on token ids only; raw text or chat rows need SFTTrainer's processing."""
     columns = getattr(dataset, "column_names", None) or []
+    masks = [name for name in columns if name in LOSS_MASK_COLUMNS]
+    if masks:
+        raise ValueError(
+            f"ce_baseline_trainer=trainer trains on every token, but the rows carry loss masks {masks} that it would "
+            "ignore; use ce_baseline_trainer=sft, which honours them"
+        )
     if "input_ids" not in columns:
         raise ValueError(
             f"ce_baseline_trainer=trainer needs pre-tokenized rows with an input_ids column, got columns {columns}; "

@@ -26,18 +26,23 @@ class LayerChoice:
     history: list[tuple[list[int], float]]
 
 
+def teacher_log_probs(teacher: nn.Module, batches: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The teacher's log-probabilities on ``batches``, computed once and shared by every candidate's KL."""
+    return _log_probs(teacher.eval(), batches)
+
+
 def _log_probs(model: nn.Module, batches: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     with torch.no_grad():
         return [model(input_ids=batch, use_cache=False).logits.float().log_softmax(-1) for batch in batches]
 
 
-def subset_kl(teacher: nn.Module, layers: Sequence[int], batches, teacher_log_probs) -> float:
+def subset_kl(teacher: nn.Module, layers: Sequence[int], batches, teacher_lp: list[torch.Tensor]) -> float:
     """Mean per-token KL(teacher || layer-subset student) over ``batches`` (float32)."""
     student = layer_subset_student(teacher, layers).eval()
     total, count = 0.0, 0
-    for student_lp, teacher_lp in zip(_log_probs(student, batches), teacher_log_probs):
-        total += (teacher_lp.exp() * (teacher_lp - student_lp)).sum(-1).sum().item()
-        count += teacher_lp.shape[0] * teacher_lp.shape[1]
+    for student_lp, batch_teacher_lp in zip(_log_probs(student, batches), teacher_lp):
+        total += (batch_teacher_lp.exp() * (batch_teacher_lp - student_lp)).sum(-1).sum().item()
+        count += batch_teacher_lp.shape[0] * batch_teacher_lp.shape[1]
     return total / count
 
 
@@ -47,11 +52,13 @@ def choose_layers_by_kl(
     num_keep: int,
     keep: Sequence[int] = (),
     progress: bool = True,
+    teacher_lp: list[torch.Tensor] | None = None,
 ) -> LayerChoice:
     """Greedy removal down to ``num_keep`` layers; ``keep`` lists layers never removed (e.g. the first and last).
 
     Cost: about (L^2 - num_keep^2) / 2 forwards of a partial model on ``batches`` for L teacher layers, so keep the
-    batches small (a few thousand tokens separate the candidates well).
+    batches small (a few thousand tokens separate the candidates well). ``teacher_lp``: `teacher_log_probs` of the
+    same batches, when the caller has them already.
     """
     total = teacher.config.get_text_config().num_hidden_layers
     if not 1 <= num_keep <= total:
@@ -61,7 +68,8 @@ def choose_layers_by_kl(
     if not batches:
         raise ValueError("choose_layers_by_kl needs at least one batch of input_ids")
     teacher = teacher.eval()
-    teacher_lp = _log_probs(teacher, batches)
+    if teacher_lp is None:
+        teacher_lp = teacher_log_probs(teacher, batches)
     layers = list(range(total))
     history: list[tuple[list[int], float]] = []
     kl = 0.0

@@ -20,6 +20,7 @@ from datasets import Dataset
 from torch import Tensor, nn
 
 from ..losses.settings import require_positive
+from ..padding import right_pad
 from .columns import (
     MODES,
     SAMPLE_COUNTS,
@@ -209,12 +210,7 @@ class _ShardProcessor:
 
     @torch.no_grad()
     def _run_batch(self, rows: list[list[int]]) -> list[dict[str, Any]]:
-        width = max(len(row) for row in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-            attention_mask[i, : len(row)] = 1
+        input_ids, attention_mask = right_pad(rows, self.pad_id)
         logits = self.teacher(
             input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device), use_cache=False
         ).logits
